@@ -1,1 +1,192 @@
-//! greenhub
+//! Green threads for Rust: gevent's model — stackful coroutines scheduled
+//! cooperatively by a per-OS-thread *hub* — with plain synchronous code.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! let total = greenhub::run(|| {
+//!     // Ten thousand green threads, each sleeping 10 ms: done in ~10 ms.
+//!     let handles: Vec<_> = (0..10_000u64)
+//!         .map(|i| greenhub::spawn(move || {
+//!             greenhub::sleep(Duration::from_millis(10));
+//!             i
+//!         }))
+//!         .collect();
+//!     handles.into_iter().map(|h| h.join().unwrap()).sum::<u64>()
+//! })
+//! .unwrap();
+//! assert_eq!(total, 10_000 * 9_999 / 2);
+//! ```
+//!
+//! # The model
+//!
+//! [`run`] makes a hub on the calling OS thread and runs its closure as the
+//! *main* green thread. A green thread runs until it blocks (sleep, join, an
+//! [`sync::Event`], …) or yields; the hub then runs the next ready one, or
+//! waits for timers and I/O. Green threads never move between OS threads, so
+//! they may share `Rc` and `RefCell` data, and `spawn` takes closures that
+//! need not be `Send`.
+//!
+//! - [`JoinHandle::kill`] and [`with_timeout`] cancel by unwinding the target
+//!   from the call it is blocked in: destructors run, `join` reports
+//!   [`JoinError::Killed`]. This needs `panic = "unwind"` (the default).
+//! - A panic in a green thread is caught and handed to `join`; the hub and the
+//!   other green threads go on.
+//! - When the main green thread waits on something nothing can ever set,
+//!   `run` returns [`Error::Deadlock`] naming every parked green thread,
+//!   instead of hanging.
+//! - Each green thread has its own stack (16 KiB usable by default, see
+//!   [`HubBuilder::stack_size`]) with a guard page; an overflow is reported
+//!   with the green thread's id and name before the process aborts.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
+
+mod coroutine;
+mod hub;
+mod stack;
+pub mod sync;
+mod task;
+mod time;
+
+use std::fmt;
+
+pub use task::{
+    current, join_all, kill_all, spawn, Builder, GreenId, GreenThread, JoinError, JoinHandle,
+};
+pub use time::{sleep, sleep_until, spawn_later, with_timeout, yield_now, Elapsed};
+
+/// Why [`run`] returned no value.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The main green thread waited on something that nothing can ever wake.
+    Deadlock(Vec<ParkedThread>),
+    /// The main green thread was killed.
+    MainKilled,
+    /// `run` was called from inside a hub (hubs do not nest).
+    NestedRun,
+    /// The hub could not be set up (event loop or the main green thread's stack).
+    Io(std::io::Error),
+}
+
+/// A green thread found parked when a deadlock was detected.
+#[derive(Debug, Clone)]
+pub struct ParkedThread {
+    /// Its id.
+    pub id: GreenId,
+    /// Its name, if any.
+    pub name: Option<String>,
+    /// What it was waiting on.
+    pub waiting_on: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Deadlock(parked) => {
+                write!(
+                    f,
+                    "deadlock: the main green thread waits, and nothing can ever wake \
+                     any of the {} parked green thread(s):",
+                    parked.len()
+                )?;
+                for p in parked {
+                    write!(f, "\n  green thread {}", p.id)?;
+                    if let Some(name) = &p.name {
+                        write!(f, " '{name}'")?;
+                    }
+                    write!(f, " waits on {}", p.waiting_on)?;
+                }
+                Ok(())
+            }
+            Error::MainKilled => f.write_str("the main green thread was killed"),
+            Error::NestedRun => f.write_str(
+                "greenhub::run called from inside a green thread: hubs do not nest; \
+                 spawn a green thread instead",
+            ),
+            Error::Io(e) => write!(f, "cannot start the hub: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `main` as the main green thread of a new hub on this OS thread and
+/// returns its value once it returns. Green threads still alive then are
+/// killed (unwound) before `run` returns.
+///
+/// If `main` panics, `run` resumes that panic after the hub has shut down (as
+/// `std::thread::scope` does).
+pub fn run<T: 'static>(main: impl FnOnce() -> T + 'static) -> Result<T, Error> {
+    HubBuilder::new().run(main)
+}
+
+/// Settings for a hub, then [`HubBuilder::run`].
+#[derive(Debug, Clone)]
+pub struct HubBuilder {
+    config: hub::Config,
+}
+
+impl Default for HubBuilder {
+    fn default() -> Self {
+        HubBuilder::new()
+    }
+}
+
+impl HubBuilder {
+    /// The defaults: 16 KiB stacks for spawned green threads, 1 MiB for the
+    /// main one, 65,536 free stacks per size kept resident for reuse.
+    pub fn new() -> HubBuilder {
+        HubBuilder {
+            config: hub::Config {
+                stack_size: 16 * 1024,
+                main_stack_size: 1024 * 1024,
+                max_warm_stacks: 65_536,
+            },
+        }
+    }
+
+    /// Usable stack bytes of each spawned green thread (rounded up to whole
+    /// pages, at least 8 KiB). Memory is reserved, not committed: a green
+    /// thread costs the pages it touches, plus 1/512 of this in page tables.
+    pub fn stack_size(mut self, bytes: usize) -> HubBuilder {
+        self.config.stack_size = bytes;
+        self
+    }
+
+    /// Usable stack bytes of the main green thread.
+    pub fn main_stack_size(mut self, bytes: usize) -> HubBuilder {
+        self.config.main_stack_size = bytes;
+        self
+    }
+
+    /// How many free stacks (per size) keep their touched pages resident for
+    /// the next spawn; beyond that, freed stacks are given back to the kernel.
+    pub fn max_warm_stacks(mut self, stacks: usize) -> HubBuilder {
+        self.config.max_warm_stacks = stacks;
+        self
+    }
+
+    /// Runs `main` on a new hub on this OS thread (see [`run`]).
+    pub fn run<T: 'static>(self, main: impl FnOnce() -> T + 'static) -> Result<T, Error> {
+        hub::run(self.config, main)
+    }
+}
+
+/// Test and diagnostic switches. Not part of the stable API.
+#[doc(hidden)]
+pub mod testing {
+    /// Installs guard pages with `mprotect` (one mapping each) even where the
+    /// kernel offers `MADV_GUARD_INSTALL`, to exercise the mapping limit.
+    pub fn force_mprotect_guards() {
+        crate::stack::force_mprotect_guards();
+    }
+}

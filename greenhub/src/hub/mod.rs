@@ -1,0 +1,697 @@
+//! The hub: one per OS thread, the scheduler of its green threads.
+//!
+//! It owns the run queue, the timers, the event loop (`mio::Poll`), the stack
+//! pool and the slab of green threads. It runs on the OS thread's own stack;
+//! green threads run on theirs and switch back to it whenever they park. Every
+//! switch goes green thread → hub → green thread, so the hub sees each park.
+//!
+//! # Parking and waking
+//!
+//! One primitive serves everything: [`park`] suspends the current green thread
+//! until its `Waker` fires (see `waker.rs` for the state machine). A wake from
+//! this hub's own OS thread pushes onto the local run queue; a wake from any
+//! other thread pushes onto the remote inbox and, if the hub sleeps in
+//! `epoll_wait`, pokes it through a `mio::Waker`.
+//!
+//! # Cancellation
+//!
+//! `kill` and `with_timeout` mark the green thread and wake it; when its park
+//! returns, it unwinds with a private payload ([`Killed`] or [`TimedOut`]).
+//! A kill is sticky: every later park unwinds again, so a green thread that
+//! catches the unwind still ends. Nothing is delivered while the green thread
+//! is already unwinding (a destructor may park; unwinding from it would abort).
+//!
+//! # Deadlock
+//!
+//! When the main green thread has not finished and nothing is runnable, no
+//! timer is pending and no I/O source is registered, only another OS thread
+//! could still wake anything. If every parked green thread waits on something
+//! only this hub can wake (a join of a local green thread), or no other OS
+//! thread exists, `run` returns [`Error::Deadlock`] naming who waits on what.
+
+pub(crate) mod timer;
+mod waker;
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use std::{fmt, io};
+
+use slab::Slab;
+
+use crate::coroutine::{Coroutine, Suspender};
+use crate::stack::{GreenStack, StackPool};
+use crate::Error;
+use timer::{TimerKey, TimerWheel};
+pub(crate) use waker::Header;
+use waker::{DONE, NOTIFIED, PARKED, QUEUED, RUNNING};
+
+/// How many green threads run between two looks at timers and the inbox.
+const EVENT_INTERVAL: u32 = 61;
+/// While only other OS threads could wake us, how often to recheck that they exist.
+const REMOTE_RECHECK: Duration = Duration::from_millis(250);
+const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The unwind payload of a killed green thread.
+pub(crate) struct Killed;
+/// The unwind payload of an expired `with_timeout`; the number says which one.
+pub(crate) struct TimedOut(pub(crate) u64);
+
+/// Settings of one hub.
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) stack_size: usize,
+    pub(crate) main_stack_size: usize,
+    pub(crate) max_warm_stacks: usize,
+}
+
+/// The part of a hub that other threads may touch.
+pub(crate) struct Shared {
+    inbox: Mutex<Vec<u32>>,
+    /// Set when the inbox may be non-empty.
+    pending: AtomicBool,
+    /// Set while the hub blocks in `poll`: only then is the mio waker written.
+    sleeping: AtomicBool,
+    waker: mio::Waker,
+}
+
+impl Shared {
+    fn push_remote(&self, key: u32) {
+        self.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(key);
+        self.pending.store(true, Ordering::SeqCst);
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            // A failed write means the eventfd is already readable: the hub
+            // will wake either way.
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+/// What a parked green thread waits on, for the deadlock report.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Wait {
+    pub(crate) what: &'static str,
+    /// The green thread waited for, if any.
+    pub(crate) target: Option<u64>,
+    /// Whether another OS thread could end the wait.
+    pub(crate) shared: bool,
+}
+
+impl Wait {
+    pub(crate) const fn local(what: &'static str) -> Wait {
+        Wait {
+            what,
+            target: None,
+            shared: false,
+        }
+    }
+
+    pub(crate) const fn shared(what: &'static str) -> Wait {
+        Wait {
+            what,
+            target: None,
+            shared: true,
+        }
+    }
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.what)?;
+        if let Some(id) = self.target {
+            write!(f, " (green thread {id})")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+enum TimerAction {
+    Wake(u32),
+    Timeout { task: u32, id: u64 },
+}
+
+/// A green thread as its hub sees it.
+struct Task {
+    /// Taken out while the green thread runs (the slab may grow meanwhile).
+    co: Option<Coroutine>,
+    header: Arc<Header>,
+    suspender: Option<Suspender>,
+    killed: bool,
+    /// The outermost expired `with_timeout` not yet delivered.
+    timeout: Option<u64>,
+    wait: Wait,
+}
+
+/// A hub. Lives in a `Box` for the duration of [`run`], reachable through the
+/// `HUB` thread-local of its OS thread.
+pub(crate) struct Hub {
+    shared: Arc<Shared>,
+    config: Config,
+    tasks: RefCell<Slab<Task>>,
+    run_queue: RefCell<VecDeque<u32>>,
+    timers: RefCell<TimerWheel<TimerAction>>,
+    stacks: RefCell<StackPool>,
+    poll: RefCell<mio::Poll>,
+    events: RefCell<mio::Events>,
+    /// The green thread running now (None while the hub itself runs).
+    current: Cell<Option<u32>>,
+    next_timeout: Cell<u64>,
+    /// Registered I/O sources: while any exists, waiting is not a deadlock.
+    io_sources: Cell<usize>,
+}
+
+thread_local! {
+    static HUB: Cell<*const Hub> = const { Cell::new(ptr::null()) };
+}
+
+/// Runs `f` with this OS thread's hub, if it has one.
+#[inline]
+pub(crate) fn with_hub<R>(f: impl FnOnce(&Hub) -> R) -> Option<R> {
+    let hub = HUB.with(|h| h.get());
+    if hub.is_null() {
+        None
+    } else {
+        // SAFETY: HUB is set by `run` to a boxed Hub that outlives the setting
+        // and is reset (by a guard, even on panic) before the Hub is dropped.
+        Some(f(unsafe { &*hub }))
+    }
+}
+
+/// Like [`with_hub`], for calls that make no sense outside a hub.
+#[inline]
+#[track_caller]
+pub(crate) fn expect_hub<R>(what: &str, f: impl FnOnce(&Hub) -> R) -> R {
+    match with_hub(f) {
+        Some(r) => r,
+        None => panic!(
+            "greenhub: `{what}` called outside a green thread: there is no hub on \
+             this OS thread; call it from inside `greenhub::run`"
+        ),
+    }
+}
+
+/// Whether the caller runs in a green thread (not a plain thread, not the hub).
+pub(crate) fn in_green_thread() -> bool {
+    with_hub(|h| h.current.get().is_some()).unwrap_or(false)
+}
+
+/// Puts a woken green thread on its hub's run queue (waker.rs calls this after
+/// moving it from PARKED to QUEUED).
+pub(crate) fn schedule(header: &Header) {
+    let local = with_hub(|hub| {
+        if ptr::eq(Arc::as_ptr(&hub.shared), Arc::as_ptr(&header.hub)) {
+            hub.run_queue.borrow_mut().push_back(header.key);
+            true
+        } else {
+            false
+        }
+    });
+    if local != Some(true) {
+        header.hub.push_remote(header.key);
+    }
+}
+
+/// Parks the current green thread until its waker fires. May return
+/// spuriously: callers re-check their condition. Unwinds if the green thread
+/// was killed or its `with_timeout` expired.
+#[track_caller]
+pub(crate) fn park(wait: Wait) {
+    expect_hub("park", |hub| hub.park_current(wait, None));
+}
+
+/// Like [`park`], but also returns once `deadline` has passed.
+pub(crate) fn park_until(wait: Wait, deadline: Instant) {
+    expect_hub("park", |hub| hub.park_current(wait, Some(deadline)));
+}
+
+/// The waker of the current green thread, if the caller is one.
+pub(crate) fn current_waker() -> Option<std::task::Waker> {
+    with_hub(|hub| {
+        let key = hub.current.get()?;
+        Some(std::task::Waker::from(
+            hub.tasks.borrow()[key as usize].header.clone(),
+        ))
+    })
+    .flatten()
+}
+
+/// The header of the current green thread, if the caller is one.
+pub(crate) fn current_header() -> Option<Arc<Header>> {
+    with_hub(|hub| {
+        let key = hub.current.get()?;
+        Some(hub.tasks.borrow()[key as usize].header.clone())
+    })
+    .flatten()
+}
+
+impl Hub {
+    fn new(config: Config) -> io::Result<Hub> {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        Ok(Hub {
+            shared: Arc::new(Shared {
+                inbox: Mutex::new(Vec::new()),
+                pending: AtomicBool::new(false),
+                sleeping: AtomicBool::new(false),
+                waker,
+            }),
+            stacks: RefCell::new(StackPool::new(config.max_warm_stacks)),
+            config,
+            tasks: RefCell::new(Slab::new()),
+            run_queue: RefCell::new(VecDeque::new()),
+            timers: RefCell::new(TimerWheel::new(Instant::now())),
+            poll: RefCell::new(poll),
+            events: RefCell::new(mio::Events::with_capacity(256)),
+            current: Cell::new(None),
+            next_timeout: Cell::new(1),
+            io_sources: Cell::new(0),
+        })
+    }
+
+    /// Creates a green thread that will run `body`; it starts on a later turn
+    /// of the hub. `body` must catch its own panics (task.rs does).
+    pub(crate) fn spawn_raw(
+        &self,
+        stack_size: Option<usize>,
+        name: Option<Box<str>>,
+        body: impl FnOnce() + 'static,
+    ) -> io::Result<Arc<Header>> {
+        let size = stack_size.unwrap_or(self.config.stack_size);
+        let mut stack: GreenStack = self.stacks.borrow_mut().get(size)?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        stack.set_owner(id, name.as_deref());
+        let mut tasks = self.tasks.borrow_mut();
+        let entry = tasks.vacant_entry();
+        let key = entry.key() as u32;
+        let header = Arc::new(Header {
+            state: std::sync::atomic::AtomicU8::new(QUEUED),
+            key,
+            id,
+            name,
+            hub: self.shared.clone(),
+        });
+        let co = Coroutine::new(stack, move |suspender| {
+            with_hub(|hub| hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender));
+            body();
+        });
+        entry.insert(Task {
+            co: Some(co),
+            header: header.clone(),
+            suspender: None,
+            killed: false,
+            timeout: None,
+            wait: Wait::local("start"),
+        });
+        drop(tasks);
+        self.run_queue.borrow_mut().push_back(key);
+        Ok(header)
+    }
+
+    /// Whether the green thread `key` has been killed (checked before its body runs).
+    pub(crate) fn is_killed(&self, key: u32) -> bool {
+        self.tasks.borrow()[key as usize].killed
+    }
+
+    /// Asks the green thread behind `header` to unwind at its blocking point.
+    /// Does nothing if it has finished or belongs to another hub.
+    pub(crate) fn kill(&self, header: &Arc<Header>) {
+        if header.state.load(Ordering::Acquire) == DONE
+            || !ptr::eq(Arc::as_ptr(&self.shared), Arc::as_ptr(&header.hub))
+        {
+            return;
+        }
+        let mut tasks = self.tasks.borrow_mut();
+        match tasks.get_mut(header.key as usize) {
+            Some(task) if Arc::ptr_eq(&task.header, header) => task.killed = true,
+            _ => return,
+        }
+        drop(tasks);
+        header.wake_ref();
+    }
+
+    /// Registers a `with_timeout` deadline for the current green thread.
+    pub(crate) fn add_timeout(&self, deadline: Instant) -> (u64, TimerKey) {
+        let key = self.current.get().expect("with_timeout in a green thread");
+        let id = self.next_timeout.get();
+        self.next_timeout.set(id + 1);
+        let timer = self
+            .timers
+            .borrow_mut()
+            .insert(deadline, TimerAction::Timeout { task: key, id });
+        (id, timer)
+    }
+
+    /// Ends a `with_timeout` scope: its timer and any undelivered expiry.
+    pub(crate) fn remove_timeout(&self, id: u64, timer: TimerKey) {
+        self.timers.borrow_mut().cancel(timer);
+        if let Some(key) = self.current.get() {
+            let mut tasks = self.tasks.borrow_mut();
+            let task = &mut tasks[key as usize];
+            if task.timeout.is_some_and(|t| t >= id) {
+                task.timeout = None;
+            }
+        }
+    }
+
+    /// Puts the running green thread at the back of the run queue and switches.
+    pub(crate) fn yield_current(&self) {
+        let key = self.current.get().expect("yield_now in a green thread");
+        self.deliver_cancel(key);
+        let suspender = {
+            let tasks = self.tasks.borrow();
+            let task = &tasks[key as usize];
+            // RUNNING or NOTIFIED: either way it runs again after this turn.
+            task.header.state.store(QUEUED, Ordering::Release);
+            task.suspender
+                .expect("a running green thread has a suspender")
+        };
+        self.run_queue.borrow_mut().push_back(key);
+        // SAFETY: we run on the current green thread, whose suspender this is.
+        unsafe { suspender.suspend() };
+        self.deliver_cancel(key);
+    }
+
+    fn park_current(&self, wait: Wait, deadline: Option<Instant>) {
+        let key = self
+            .current
+            .get()
+            .expect("greenhub: park called on the hub itself");
+        self.deliver_cancel(key);
+        let timer = deadline.map(|d| self.timers.borrow_mut().insert(d, TimerAction::Wake(key)));
+        let (header, suspender) = {
+            let mut tasks = self.tasks.borrow_mut();
+            let task = &mut tasks[key as usize];
+            task.wait = wait;
+            let suspender = task
+                .suspender
+                .expect("a running green thread has a suspender");
+            (Arc::as_ptr(&task.header), suspender)
+        };
+        // SAFETY: the slab entry of the running green thread holds an Arc of
+        // its header until the green thread finishes, which is after this call.
+        let header = unsafe { &*header };
+        if header
+            .state
+            .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            // SAFETY: we run on the current green thread, whose suspender this is.
+            unsafe { suspender.suspend() };
+        } else {
+            // NOTIFIED: a wake came in while we ran; consume it.
+            header.state.store(RUNNING, Ordering::Release);
+        }
+        if let Some(timer) = timer {
+            self.timers.borrow_mut().cancel(timer);
+        }
+        self.deliver_cancel(key);
+    }
+
+    /// Unwinds the current green thread if it was killed or timed out.
+    #[inline]
+    fn deliver_cancel(&self, key: u32) {
+        let payload: Box<dyn std::any::Any + Send> = {
+            let mut tasks = self.tasks.borrow_mut();
+            let task = &mut tasks[key as usize];
+            if !task.killed && task.timeout.is_none() || std::thread::panicking() {
+                return;
+            }
+            if task.killed {
+                Box::new(Killed)
+            } else {
+                Box::new(TimedOut(task.timeout.take().expect("checked above")))
+            }
+        };
+        std::panic::resume_unwind(payload);
+    }
+
+    /// Runs one green thread until it parks, yields or finishes.
+    fn resume(&self, key: u32) {
+        let mut co = {
+            let mut tasks = self.tasks.borrow_mut();
+            let task = &mut tasks[key as usize];
+            task.header.state.store(RUNNING, Ordering::Release);
+            task.co
+                .take()
+                .expect("a queued green thread has its coroutine")
+        };
+        self.current.set(Some(key));
+        let finished = co.resume();
+        self.current.set(None);
+        if finished {
+            let task = self.tasks.borrow_mut().remove(key as usize);
+            task.header.state.store(DONE, Ordering::Release);
+            self.stacks.borrow_mut().put(co.into_stack());
+        } else {
+            self.tasks.borrow_mut()[key as usize].co = Some(co);
+        }
+    }
+
+    /// Moves remotely woken green threads onto the run queue.
+    fn drain_inbox(&self) {
+        if !self.shared.pending.load(Ordering::Acquire) {
+            return;
+        }
+        self.shared.pending.store(false, Ordering::SeqCst);
+        let woken =
+            std::mem::take(&mut *self.shared.inbox.lock().unwrap_or_else(|e| e.into_inner()));
+        self.run_queue.borrow_mut().extend(woken);
+    }
+
+    fn expire_timers(&self, now: Instant) {
+        let mut timers = self.timers.borrow_mut();
+        if timers.is_empty() {
+            return;
+        }
+        let mut tasks = self.tasks.borrow_mut();
+        timers.expire(now, |action| match action {
+            TimerAction::Wake(key) => {
+                if let Some(task) = tasks.get(key as usize) {
+                    task.header.wake_ref();
+                }
+            }
+            TimerAction::Timeout { task, id } => {
+                if let Some(task) = tasks.get_mut(task as usize) {
+                    task.timeout = Some(task.timeout.map_or(id, |t| t.min(id)));
+                    task.header.wake_ref();
+                }
+            }
+        });
+    }
+
+    /// Waits for I/O, a remote wake or `timeout` (None: forever).
+    fn poll(&self, timeout: Option<Duration>) {
+        let blocking = timeout != Some(Duration::ZERO);
+        if blocking {
+            self.shared.sleeping.store(true, Ordering::SeqCst);
+            if self.shared.pending.load(Ordering::SeqCst) {
+                self.shared.sleeping.store(false, Ordering::SeqCst);
+                return;
+            }
+        }
+        let mut events = self.events.borrow_mut();
+        // EINTR and friends: the loop simply comes round again.
+        let _ = self.poll.borrow_mut().poll(&mut events, timeout);
+        if blocking {
+            self.shared.sleeping.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Runs green threads until `main` finishes, or reports a deadlock.
+    fn run_until(&self, main: &Header) -> Result<(), Error> {
+        loop {
+            let mut budget = EVENT_INTERVAL;
+            while budget > 0 {
+                let next = self.run_queue.borrow_mut().pop_front();
+                let Some(key) = next else { break };
+                self.resume(key);
+                budget -= 1;
+            }
+            if main.state.load(Ordering::Acquire) == DONE {
+                return Ok(());
+            }
+            self.drain_inbox();
+            let now = Instant::now();
+            self.expire_timers(now);
+            if !self.run_queue.borrow().is_empty() {
+                if self.io_sources.get() > 0 {
+                    self.poll(Some(Duration::ZERO));
+                }
+                continue;
+            }
+            let next_timer = self.timers.borrow().next_deadline();
+            let timeout = match next_timer {
+                Some(deadline) => Some(deadline.saturating_duration_since(now)),
+                None if self.io_sources.get() > 0 => None,
+                None => {
+                    if let Some(parked) = self.deadlock_report() {
+                        return Err(Error::Deadlock(parked));
+                    }
+                    Some(REMOTE_RECHECK)
+                }
+            };
+            self.poll(timeout);
+        }
+    }
+
+    /// When nothing local can make progress: the list of parked green threads
+    /// if nothing can ever wake them, None if another OS thread might.
+    fn deadlock_report(&self) -> Option<Vec<crate::ParkedThread>> {
+        let tasks = self.tasks.borrow();
+        if tasks.iter().any(|(_, t)| t.wait.shared) && other_threads_exist() {
+            return None;
+        }
+        Some(
+            tasks
+                .iter()
+                .map(|(_, t)| crate::ParkedThread {
+                    id: crate::GreenId(t.header.id),
+                    name: t.header.name.as_deref().map(str::to_owned),
+                    waiting_on: t.wait.to_string(),
+                })
+                .collect(),
+        )
+    }
+
+    /// After main: kills every green thread left and lets them unwind. Returns
+    /// false if some could not finish (they are then leaked, not dropped).
+    fn shutdown(&self) -> bool {
+        loop {
+            let headers: Vec<Arc<Header>> = self
+                .tasks
+                .borrow()
+                .iter()
+                .map(|(_, t)| t.header.clone())
+                .collect();
+            if headers.is_empty() {
+                return true;
+            }
+            for header in &headers {
+                self.kill(header);
+            }
+            loop {
+                let next = self.run_queue.borrow_mut().pop_front();
+                let Some(key) = next else { break };
+                self.resume(key);
+            }
+            self.drain_inbox();
+            let now = Instant::now();
+            self.expire_timers(now);
+            if self.tasks.borrow().is_empty() {
+                return true;
+            }
+            if self.run_queue.borrow().is_empty() {
+                let next_timer = self.timers.borrow().next_deadline();
+                match next_timer {
+                    Some(deadline) => self.poll(Some(deadline.saturating_duration_since(now))),
+                    None if other_threads_exist() => self.poll(Some(REMOTE_RECHECK)),
+                    None => return false,
+                }
+            }
+        }
+    }
+
+    /// Forgets green threads that could not unwind: their stacks stay mapped
+    /// and their destructors never run (dropping a suspended corosensei
+    /// coroutine would force an unwind that aborts if a destructor parks).
+    fn leak_remaining(&self) {
+        let mut tasks = self.tasks.borrow_mut();
+        let names: Vec<String> = tasks
+            .iter()
+            .map(|(_, t)| format!("{} ({})", describe(&t.header), t.wait))
+            .collect();
+        eprintln!(
+            "greenhub: {} green thread(s) could not be unwound at shutdown and were leaked: {}",
+            names.len(),
+            names.join(", ")
+        );
+        for task in tasks.drain() {
+            std::mem::forget(task);
+        }
+    }
+}
+
+/// "green thread 7 'name'".
+pub(crate) fn describe(header: &Header) -> String {
+    match &header.name {
+        Some(name) => format!("green thread {} '{}'", header.id, name),
+        None => format!("green thread {}", header.id),
+    }
+}
+
+/// Whether any OS thread other than the caller exists in this process.
+fn other_threads_exist() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // Field 20 of /proc/self/stat, counted after the ')' that ends field 2.
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                if let Some(n) = rest.split_whitespace().nth(17) {
+                    if let Ok(n) = n.parse::<u64>() {
+                        return n > 1;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Creates a hub on this OS thread, runs `main` as its main green thread until
+/// it returns, then unwinds every green thread left.
+pub(crate) fn run<T: 'static>(
+    config: Config,
+    main: impl FnOnce() -> T + 'static,
+) -> Result<T, Error> {
+    if with_hub(|_| ()).is_some() {
+        return Err(Error::NestedRun);
+    }
+    crate::stack::install_overflow_handler();
+    crate::stack::ensure_alt_stack();
+    let hub = Box::new(Hub::new(config).map_err(Error::Io)?);
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            HUB.with(|h| h.set(ptr::null()));
+        }
+    }
+    HUB.with(|h| h.set(&*hub as *const Hub));
+    let reset = Reset;
+    let main_size = hub.config.main_stack_size;
+    let handle = crate::task::spawn_on(&hub, Some(main_size), Some("main".into()), main)
+        .map_err(Error::Io)?;
+    let outcome = hub.run_until(&handle.header);
+    let clean = hub.shutdown();
+    if !clean {
+        hub.leak_remaining();
+    }
+    drop(reset);
+    if clean {
+        drop(hub);
+    } else {
+        // Leaked green threads still own their stacks: keep the memory mapped.
+        std::mem::forget(hub);
+    }
+    outcome?;
+    match handle.take_result() {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(err)) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+        _ => Err(Error::MainKilled),
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        debug_assert!(self.tasks.borrow().is_empty());
+        let _ = NOTIFIED;
+    }
+}

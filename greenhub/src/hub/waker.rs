@@ -1,0 +1,80 @@
+//! The wake primitive: a green thread's [`Header`], shared with every `Waker`
+//! that can wake it.
+//!
+//! # States (`Header::state`)
+//!
+//! ```text
+//!            spawn            hub resumes it           park()
+//!   ───────▶ QUEUED ──────────▶ RUNNING ──────────────▶ PARKED
+//!              ▲                 │  ▲ │                   │
+//!              │      wake()     │  │ │ coroutine returns │ wake()
+//!              │   (while running)  │ ▼                   │
+//!              │                 ▼  │ DONE                │
+//!              │              NOTIFIED                    │
+//!              │   (park() sees it and returns at once)   │
+//!              └──────────────────────────────────────────┘
+//! ```
+//!
+//! - `QUEUED`: the key is in exactly one run queue (local or the remote inbox);
+//!   only the hub moves it on, to `RUNNING`. A queued green thread is alive,
+//!   so its slab key stays valid until the hub pops it.
+//! - `RUNNING`: on its hub's OS thread. A wake turns it into `NOTIFIED`, so a
+//!   wake that races ahead of `park` is never lost.
+//! - `PARKED`: suspended; the first `wake` moves it to `QUEUED` and pushes it.
+//! - `DONE`: never left; wakes are ignored (a waker may outlive its task).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::Wake;
+
+use super::Shared;
+
+pub(crate) const QUEUED: u8 = 0;
+pub(crate) const RUNNING: u8 = 1;
+pub(crate) const NOTIFIED: u8 = 2;
+pub(crate) const PARKED: u8 = 3;
+pub(crate) const DONE: u8 = 4;
+
+/// What every waker of a green thread points to.
+pub(crate) struct Header {
+    pub(crate) state: AtomicU8,
+    /// The slab key of the green thread in its hub (valid while not DONE).
+    pub(crate) key: u32,
+    pub(crate) id: u64,
+    pub(crate) name: Option<Box<str>>,
+    /// The hub that owns the green thread.
+    pub(crate) hub: Arc<Shared>,
+}
+
+impl Header {
+    /// Makes the green thread runnable (see the state diagram).
+    #[inline]
+    pub(crate) fn wake_ref(&self) {
+        let mut state = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match state {
+                PARKED => QUEUED,
+                RUNNING => NOTIFIED,
+                _ => return,
+            };
+            match self
+                .state
+                .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) if next == QUEUED => return super::schedule(self),
+                Ok(_) => return,
+                Err(actual) => state = actual,
+            }
+        }
+    }
+}
+
+impl Wake for Header {
+    fn wake(self: Arc<Self>) {
+        self.wake_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.wake_ref();
+    }
+}

@@ -1,0 +1,411 @@
+//! Green threads: spawn, [`Builder`], [`JoinHandle`], kill, and the current
+//! green thread.
+//!
+//! A green thread is spawned → ready → running ⇄ parked → finished (returned,
+//! panicked or killed). Its hub owns it while it lives (hub/mod.rs); the
+//! [`JoinHandle`] shares two things with it: the header (id, name, state, the
+//! waker) and the *packet* where the body leaves its result for `join`.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::io;
+use std::marker::PhantomData;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Waker;
+
+use crate::hub::{self, Header, Hub, Killed, TimedOut, Wait};
+
+/// A green thread's unique identifier (unique in the process, never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GreenId(pub(crate) u64);
+
+impl GreenId {
+    /// The number behind the id.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for GreenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Why [`JoinHandle::join`] has no value.
+pub enum JoinError {
+    /// The green thread panicked; the payload is kept for [`JoinError::into_panic`].
+    Panicked(Box<dyn Any + Send + 'static>),
+    /// The green thread was killed (with [`JoinHandle::kill`], or at shutdown).
+    Killed,
+}
+
+impl JoinError {
+    /// Whether the green thread panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self, JoinError::Panicked(_))
+    }
+
+    /// Whether the green thread was killed.
+    pub fn is_killed(&self) -> bool {
+        matches!(self, JoinError::Killed)
+    }
+
+    /// The panic message, if the green thread panicked with a string.
+    pub fn panic_message(&self) -> Option<&str> {
+        match self {
+            JoinError::Panicked(payload) => panic_message(payload.as_ref()),
+            JoinError::Killed => None,
+        }
+    }
+
+    /// The panic payload, to resume the panic with `std::panic::resume_unwind`.
+    ///
+    /// # Panics
+    /// If the green thread was killed rather than panicked.
+    pub fn into_panic(self) -> Box<dyn Any + Send + 'static> {
+        match self {
+            JoinError::Panicked(payload) => payload,
+            JoinError::Killed => panic!("JoinError::into_panic on a killed green thread"),
+        }
+    }
+}
+
+fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+impl fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(_) => f
+                .debug_tuple("Panicked")
+                .field(&self.panic_message().unwrap_or("<non-string payload>"))
+                .finish(),
+            JoinError::Killed => f.write_str("Killed"),
+        }
+    }
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Panicked(_) => write!(
+                f,
+                "green thread panicked: {}",
+                self.panic_message().unwrap_or("<non-string payload>")
+            ),
+            JoinError::Killed => f.write_str("green thread was killed"),
+        }
+    }
+}
+
+impl std::error::Error for JoinError {}
+
+/// Where a green thread leaves its result; shared with its [`JoinHandle`].
+struct Packet<T> {
+    result: RefCell<Option<Result<T, JoinError>>>,
+    /// Green threads waiting in `join` (or `kill_all`).
+    waiters: RefCell<Vec<Waker>>,
+    /// False once the JoinHandle is gone: a panic is then reported on stderr.
+    handle_alive: Cell<bool>,
+}
+
+/// Owned permission to join a green thread (and to kill it).
+///
+/// Dropping the handle detaches the green thread: it runs on, and if it
+/// panics, the panic is reported on stderr with its id and name.
+pub struct JoinHandle<T> {
+    pub(crate) header: Arc<Header>,
+    packet: Rc<Packet<T>>,
+}
+
+impl<T> JoinHandle<T> {
+    /// Waits for the green thread to finish; returns its value, or why there is none.
+    ///
+    /// # Panics
+    /// If called outside a green thread of the same hub.
+    #[track_caller]
+    pub fn join(self) -> Result<T, JoinError> {
+        self.wait();
+        self.take_result()
+            .expect("a finished green thread left a result")
+    }
+
+    /// Parks until the green thread has finished (without taking the result).
+    #[track_caller]
+    fn wait(&self) {
+        if self.is_finished() {
+            return;
+        }
+        let waker = hub::current_waker().unwrap_or_else(|| {
+            panic!("greenhub: JoinHandle::join called outside a green thread of its hub")
+        });
+        let wait = Wait {
+            what: "JoinHandle::join",
+            target: Some(self.header.id),
+            shared: false,
+        };
+        // Remove our waker however we leave (a kill unwinds out of park).
+        struct Unregister<'a, T>(&'a Packet<T>, &'a Waker);
+        impl<T> Drop for Unregister<'_, T> {
+            fn drop(&mut self) {
+                self.0.waiters.borrow_mut().retain(|w| !w.will_wake(self.1));
+            }
+        }
+        self.packet.waiters.borrow_mut().push(waker.clone());
+        let _unregister = Unregister(&self.packet, &waker);
+        while !self.is_finished() {
+            hub::park(wait);
+        }
+    }
+
+    /// Takes the result if the green thread has finished.
+    pub(crate) fn take_result(&self) -> Option<Result<T, JoinError>> {
+        self.packet.result.borrow_mut().take()
+    }
+
+    /// Asks the green thread to unwind at its current (or next) blocking
+    /// point; its destructors run and `join` returns [`JoinError::Killed`]. A
+    /// green thread killed before it started never runs its body. Returns at
+    /// once; `join` waits for the end. Does nothing if it has finished.
+    pub fn kill(&self) {
+        hub::with_hub(|hub| hub.kill(&self.header));
+    }
+
+    /// Whether the green thread has finished (returned, panicked or was killed).
+    pub fn is_finished(&self) -> bool {
+        self.packet.result.borrow().is_some()
+            || self.header.state.load(std::sync::atomic::Ordering::Acquire) == 4
+    }
+
+    /// The green thread's id.
+    pub fn id(&self) -> GreenId {
+        GreenId(self.header.id)
+    }
+
+    /// The green thread's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.header.name.as_deref()
+    }
+
+    /// A handle to the green thread, as [`current`] would return inside it.
+    pub fn thread(&self) -> GreenThread {
+        GreenThread {
+            header: self.header.clone(),
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl<T> Drop for JoinHandle<T> {
+    fn drop(&mut self) {
+        self.packet.handle_alive.set(false);
+        if let Some(Err(err @ JoinError::Panicked(_))) = &*self.packet.result.borrow() {
+            report_panic(&self.header, err);
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("id", &self.header.id)
+            .field("name", &self.header.name)
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}
+
+fn report_panic(header: &Header, err: &JoinError) {
+    eprintln!(
+        "greenhub: {} panicked and was never joined: {}",
+        hub::describe(header),
+        err.panic_message().unwrap_or("<non-string payload>")
+    );
+}
+
+/// A green thread, as seen from inside or from a [`JoinHandle`]. Not `Send`:
+/// it belongs to its hub's OS thread.
+#[derive(Clone)]
+pub struct GreenThread {
+    header: Arc<Header>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl GreenThread {
+    /// The green thread's id.
+    pub fn id(&self) -> GreenId {
+        GreenId(self.header.id)
+    }
+
+    /// The green thread's name, if it was given one.
+    pub fn name(&self) -> Option<&str> {
+        self.header.name.as_deref()
+    }
+
+    /// Kills the green thread (see [`JoinHandle::kill`]). Killing the current
+    /// green thread takes effect at its next blocking call.
+    pub fn kill(&self) {
+        hub::with_hub(|hub| hub.kill(&self.header));
+    }
+}
+
+impl fmt::Debug for GreenThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GreenThread")
+            .field("id", &self.header.id)
+            .field("name", &self.header.name)
+            .finish()
+    }
+}
+
+/// The green thread that calls it.
+///
+/// # Panics
+/// Outside a green thread.
+#[track_caller]
+pub fn current() -> GreenThread {
+    match hub::current_header() {
+        Some(header) => GreenThread {
+            header,
+            _not_send: PhantomData,
+        },
+        None => panic!("greenhub: `current` called outside a green thread"),
+    }
+}
+
+/// Spawns a green thread on this OS thread's hub; it starts on a later turn of
+/// the hub (the caller keeps running until it blocks or yields).
+///
+/// # Panics
+/// Outside a hub, or when no stack can be had (the message names the limit
+/// and the remedy); use [`Builder::spawn`] to get that as an error instead.
+#[track_caller]
+pub fn spawn<F, T>(f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    match hub::expect_hub("spawn", |hub| spawn_on(hub, None, None, f)) {
+        Ok(handle) => handle,
+        Err(e) => panic!("greenhub: failed to spawn a green thread: {e}"),
+    }
+}
+
+/// Sets a green thread's name and stack size before spawning it, like
+/// `std::thread::Builder`.
+#[derive(Debug, Default, Clone)]
+pub struct Builder {
+    name: Option<String>,
+    stack_size: Option<usize>,
+}
+
+impl Builder {
+    /// A builder with the hub's defaults.
+    pub fn new() -> Builder {
+        Builder::default()
+    }
+
+    /// Names the green thread (shown in panic, deadlock and overflow reports).
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Usable stack bytes (rounded up to whole pages, at least 8 KiB).
+    pub fn stack_size(mut self, bytes: usize) -> Builder {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Spawns the green thread. Fails, never panics, when there is no hub on
+    /// this OS thread or no stack can be had.
+    pub fn spawn<F, T>(self, f: F) -> io::Result<JoinHandle<T>>
+    where
+        F: FnOnce() -> T + 'static,
+        T: 'static,
+    {
+        let name = self.name.map(String::into_boxed_str);
+        hub::with_hub(|hub| spawn_on(hub, self.stack_size, name, f)).unwrap_or_else(|| {
+            Err(io::Error::other(
+                "greenhub: Builder::spawn called outside greenhub::run (no hub on this OS thread)",
+            ))
+        })
+    }
+}
+
+/// Spawns `f` on `hub`.
+pub(crate) fn spawn_on<F, T>(
+    hub: &Hub,
+    stack_size: Option<usize>,
+    name: Option<Box<str>>,
+    f: F,
+) -> io::Result<JoinHandle<T>>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let packet = Rc::new(Packet {
+        result: RefCell::new(None),
+        waiters: RefCell::new(Vec::new()),
+        handle_alive: Cell::new(true),
+    });
+    let theirs = packet.clone();
+    let header = hub.spawn_raw(stack_size, name, move || {
+        let key = hub::current_header().expect("runs in its green thread");
+        let killed_early = hub::with_hub(|hub| hub.is_killed(key.key)).unwrap_or(false);
+        let result = if killed_early {
+            // Never started: the body does not run, its captures are dropped.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+            Err(JoinError::Killed)
+        } else {
+            catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+                if payload.is::<Killed>() {
+                    JoinError::Killed
+                } else if payload.is::<TimedOut>() {
+                    // Only if user code caught a timeout's unwind and let it
+                    // escape its `with_timeout` (it never escapes by itself).
+                    JoinError::Panicked(Box::new("a with_timeout unwind escaped its scope"))
+                } else {
+                    JoinError::Panicked(payload)
+                }
+            })
+        };
+        let panicked = matches!(result, Err(JoinError::Panicked(_)));
+        *theirs.result.borrow_mut() = Some(result);
+        if panicked && !theirs.handle_alive.get() {
+            if let Some(Err(err)) = &*theirs.result.borrow() {
+                report_panic(&key, err);
+            }
+        }
+        for waker in theirs.waiters.borrow_mut().drain(..) {
+            waker.wake();
+        }
+    })?;
+    Ok(JoinHandle { header, packet })
+}
+
+/// Waits for every green thread; results in the order given.
+pub fn join_all<T>(handles: impl IntoIterator<Item = JoinHandle<T>>) -> Vec<Result<T, JoinError>> {
+    handles.into_iter().map(JoinHandle::join).collect()
+}
+
+/// Kills every green thread and waits until all have finished (gevent's
+/// `killall`). Their `join` then returns [`JoinError::Killed`] (or the value,
+/// for any that finished first).
+pub fn kill_all<'a, T: 'a>(handles: impl IntoIterator<Item = &'a JoinHandle<T>>) {
+    let handles: Vec<&JoinHandle<T>> = handles.into_iter().collect();
+    for handle in &handles {
+        handle.kill();
+    }
+    for handle in &handles {
+        handle.wait();
+    }
+}

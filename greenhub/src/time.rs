@@ -1,0 +1,97 @@
+//! Time: [`sleep`], [`yield_now`], [`spawn_later`] and [`with_timeout`].
+
+use std::fmt;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use crate::hub::{self, TimedOut, Wait};
+use crate::task::{spawn, JoinHandle};
+
+/// Parks the current green thread for at least `duration` (never less; timers
+/// have a resolution of 1 ms, rounded up).
+///
+/// # Panics
+/// Outside a green thread. Unwinds if the green thread is killed meanwhile.
+#[track_caller]
+pub fn sleep(duration: Duration) {
+    let deadline = Instant::now() + duration;
+    sleep_until(deadline);
+}
+
+/// Parks the current green thread until `deadline` has passed.
+#[track_caller]
+pub fn sleep_until(deadline: Instant) {
+    loop {
+        hub::park_until(Wait::local("sleep"), deadline);
+        if Instant::now() >= deadline {
+            return;
+        }
+    }
+}
+
+/// Lets every other ready green thread run once before the caller goes on.
+///
+/// # Panics
+/// Outside a green thread.
+#[track_caller]
+pub fn yield_now() {
+    hub::expect_hub("yield_now", |hub| hub.yield_current());
+}
+
+/// Spawns `f` to start after `delay`. Killing it before then means `f` never runs.
+#[track_caller]
+pub fn spawn_later<F, T>(delay: Duration, f: F) -> JoinHandle<T>
+where
+    F: FnOnce() -> T + 'static,
+    T: 'static,
+{
+    let deadline = Instant::now() + delay;
+    spawn(move || {
+        sleep_until(deadline);
+        f()
+    })
+}
+
+/// The error of [`with_timeout`]: the time ran out first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed(());
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("deadline has elapsed")
+    }
+}
+
+impl std::error::Error for Elapsed {}
+
+/// Runs `f`, but cuts it short if it is still running after `duration`: the
+/// green thread unwinds from the blocking call it is parked in (destructors
+/// run) and `with_timeout` returns `Err(Elapsed)`. Code that never blocks is
+/// never interrupted (scheduling is cooperative).
+///
+/// Timeouts nest: when an outer one expires first, the outer `with_timeout`
+/// returns `Elapsed` and the inner one only sees the unwind pass through.
+///
+/// # Panics
+/// Outside a green thread. Panics of `f` pass through unchanged.
+#[track_caller]
+pub fn with_timeout<T>(duration: Duration, f: impl FnOnce() -> T) -> Result<T, Elapsed> {
+    let deadline = Instant::now() + duration;
+    let (id, timer) = hub::expect_hub("with_timeout", |hub| hub.add_timeout(deadline));
+    struct Scope(u64, crate::hub::timer::TimerKey);
+    impl Drop for Scope {
+        fn drop(&mut self) {
+            hub::with_hub(|hub| hub.remove_timeout(self.0, self.1));
+        }
+    }
+    let scope = Scope(id, timer);
+    let result = catch_unwind(AssertUnwindSafe(f));
+    drop(scope);
+    match result {
+        Ok(value) => Ok(value),
+        Err(payload) => match payload.downcast_ref::<TimedOut>() {
+            Some(TimedOut(fired)) if *fired == id => Err(Elapsed(())),
+            _ => resume_unwind(payload),
+        },
+    }
+}
