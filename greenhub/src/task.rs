@@ -182,7 +182,7 @@ impl<T> JoinHandle<T> {
     /// Whether the green thread has finished (returned, panicked or was killed).
     pub fn is_finished(&self) -> bool {
         self.packet.result.borrow().is_some()
-            || self.header.state.load(std::sync::atomic::Ordering::Acquire) == 4
+            || self.header.state.load(std::sync::atomic::Ordering::Acquire) == hub::DONE
     }
 
     /// The green thread's id.
@@ -360,7 +360,7 @@ where
     let theirs = packet.clone();
     let header = hub.spawn_raw(stack_size, name, move || {
         let key = hub::current_header().expect("runs in its green thread");
-        let killed_early = hub::with_hub(|hub| hub.is_killed(key.key)).unwrap_or(false);
+        let killed_early = key.killed.load(std::sync::atomic::Ordering::Relaxed);
         let result = if killed_early {
             // Never started: the body does not run, its captures are dropped.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));

@@ -8,14 +8,17 @@ use crate::hub::{self, TimedOut, Wait};
 use crate::task::{spawn, JoinHandle};
 
 /// Parks the current green thread for at least `duration` (never less; timers
-/// have a resolution of 1 ms, rounded up).
+/// have a resolution of 1 ms, rounded up). `sleep(Duration::ZERO)` is
+/// [`yield_now`], as in gevent.
 ///
 /// # Panics
 /// Outside a green thread. Unwinds if the green thread is killed meanwhile.
 #[track_caller]
 pub fn sleep(duration: Duration) {
-    let deadline = Instant::now() + duration;
-    sleep_until(deadline);
+    if duration.is_zero() {
+        return yield_now();
+    }
+    sleep_until(Instant::now() + duration);
 }
 
 /// Parks the current green thread until `deadline` has passed.

@@ -47,7 +47,8 @@ use crate::stack::{GreenStack, StackPool};
 use crate::Error;
 use timer::{TimerKey, TimerWheel};
 pub(crate) use waker::Header;
-use waker::{DONE, NOTIFIED, PARKED, QUEUED, RUNNING};
+pub(crate) use waker::DONE;
+use waker::{PARKED, QUEUED, RUNNING};
 
 /// How many green threads run between two looks at timers and the inbox.
 const EVENT_INTERVAL: u32 = 61;
@@ -145,9 +146,6 @@ struct Task {
     co: Option<Coroutine>,
     header: Arc<Header>,
     suspender: Option<Suspender>,
-    killed: bool,
-    /// The outermost expired `with_timeout` not yet delivered.
-    timeout: Option<u64>,
     wait: Wait,
 }
 
@@ -164,6 +162,11 @@ pub(crate) struct Hub {
     events: RefCell<mio::Events>,
     /// The green thread running now (None while the hub itself runs).
     current: Cell<Option<u32>>,
+    /// Its header and suspender, cached for the park path. The header pointer
+    /// is valid while `current` is Some: the task's slab entry owns an Arc of
+    /// it until the green thread finishes, and it cannot finish while running.
+    current_header: Cell<*const Header>,
+    current_suspender: Cell<Option<Suspender>>,
     next_timeout: Cell<u64>,
     /// Registered I/O sources: while any exists, waiting is not a deadlock.
     io_sources: Cell<usize>,
@@ -197,11 +200,6 @@ pub(crate) fn expect_hub<R>(what: &str, f: impl FnOnce(&Hub) -> R) -> R {
              this OS thread; call it from inside `greenhub::run`"
         ),
     }
-}
-
-/// Whether the caller runs in a green thread (not a plain thread, not the hub).
-pub(crate) fn in_green_thread() -> bool {
-    with_hub(|h| h.current.get().is_some()).unwrap_or(false)
 }
 
 /// Puts a woken green thread on its hub's run queue (waker.rs calls this after
@@ -244,6 +242,13 @@ pub(crate) fn current_waker() -> Option<std::task::Waker> {
     .flatten()
 }
 
+/// The header of the current green thread, if the caller is one, without a
+/// reference count: valid while that green thread has not finished.
+#[inline]
+pub(crate) fn current_header_ptr() -> Option<*const Header> {
+    with_hub(|hub| hub.running().map(|h| h as *const Header)).flatten()
+}
+
 /// The header of the current green thread, if the caller is one.
 pub(crate) fn current_header() -> Option<Arc<Header>> {
     with_hub(|hub| {
@@ -272,6 +277,8 @@ impl Hub {
             poll: RefCell::new(poll),
             events: RefCell::new(mio::Events::with_capacity(256)),
             current: Cell::new(None),
+            current_header: Cell::new(ptr::null()),
+            current_suspender: Cell::new(None),
             next_timeout: Cell::new(1),
             io_sources: Cell::new(0),
         })
@@ -292,33 +299,23 @@ impl Hub {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let key = entry.key() as u32;
-        let header = Arc::new(Header {
-            state: std::sync::atomic::AtomicU8::new(QUEUED),
-            key,
-            id,
-            name,
-            hub: self.shared.clone(),
-        });
+        let header = Arc::new(Header::new(key, id, name, self.shared.clone()));
         let co = Coroutine::new(stack, move |suspender| {
-            with_hub(|hub| hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender));
+            with_hub(|hub| {
+                hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender);
+                hub.current_suspender.set(Some(suspender));
+            });
             body();
         });
         entry.insert(Task {
             co: Some(co),
             header: header.clone(),
             suspender: None,
-            killed: false,
-            timeout: None,
             wait: Wait::local("start"),
         });
         drop(tasks);
         self.run_queue.borrow_mut().push_back(key);
         Ok(header)
-    }
-
-    /// Whether the green thread `key` has been killed (checked before its body runs).
-    pub(crate) fn is_killed(&self, key: u32) -> bool {
-        self.tasks.borrow()[key as usize].killed
     }
 
     /// Asks the green thread behind `header` to unwind at its blocking point.
@@ -329,12 +326,12 @@ impl Hub {
         {
             return;
         }
-        let mut tasks = self.tasks.borrow_mut();
-        match tasks.get_mut(header.key as usize) {
-            Some(task) if Arc::ptr_eq(&task.header, header) => task.killed = true,
+        match self.tasks.borrow().get(header.key as usize) {
+            Some(task) if Arc::ptr_eq(&task.header, header) => {
+                header.killed.store(true, Ordering::Relaxed)
+            }
             _ => return,
         }
-        drop(tasks);
         header.wake_ref();
     }
 
@@ -353,52 +350,53 @@ impl Hub {
     /// Ends a `with_timeout` scope: its timer and any undelivered expiry.
     pub(crate) fn remove_timeout(&self, id: u64, timer: TimerKey) {
         self.timers.borrow_mut().cancel(timer);
-        if let Some(key) = self.current.get() {
-            let mut tasks = self.tasks.borrow_mut();
-            let task = &mut tasks[key as usize];
-            if task.timeout.is_some_and(|t| t >= id) {
-                task.timeout = None;
+        if let Some(header) = self.running() {
+            if header.timeout.load(Ordering::Relaxed) >= id {
+                header.timeout.store(0, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// The header of the running green thread.
+    #[inline]
+    fn running(&self) -> Option<&Header> {
+        let header = self.current_header.get();
+        // SAFETY: see `current_header`: non-null only while its green thread
+        // runs, which keeps the header alive.
+        (!header.is_null()).then(|| unsafe { &*header })
+    }
+
+    /// The running green thread's header and suspender (park path).
+    #[inline]
+    #[track_caller]
+    fn running_parts(&self, what: &str) -> (&Header, Suspender) {
+        match (self.running(), self.current_suspender.get()) {
+            (Some(header), Some(suspender)) => (header, suspender),
+            _ => panic!("greenhub: `{what}` called on the hub itself, outside any green thread"),
         }
     }
 
     /// Puts the running green thread at the back of the run queue and switches.
     pub(crate) fn yield_current(&self) {
-        let key = self.current.get().expect("yield_now in a green thread");
-        self.deliver_cancel(key);
-        let suspender = {
-            let tasks = self.tasks.borrow();
-            let task = &tasks[key as usize];
-            // RUNNING or NOTIFIED: either way it runs again after this turn.
-            task.header.state.store(QUEUED, Ordering::Release);
-            task.suspender
-                .expect("a running green thread has a suspender")
-        };
-        self.run_queue.borrow_mut().push_back(key);
+        let (header, suspender) = self.running_parts("yield_now");
+        Self::deliver_cancel(header);
+        // RUNNING or NOTIFIED: either way it runs again after this turn.
+        header.state.store(QUEUED, Ordering::Release);
+        self.run_queue.borrow_mut().push_back(header.key);
         // SAFETY: we run on the current green thread, whose suspender this is.
         unsafe { suspender.suspend() };
-        self.deliver_cancel(key);
+        Self::deliver_cancel(header);
     }
 
     fn park_current(&self, wait: Wait, deadline: Option<Instant>) {
-        let key = self
-            .current
-            .get()
-            .expect("greenhub: park called on the hub itself");
-        self.deliver_cancel(key);
-        let timer = deadline.map(|d| self.timers.borrow_mut().insert(d, TimerAction::Wake(key)));
-        let (header, suspender) = {
-            let mut tasks = self.tasks.borrow_mut();
-            let task = &mut tasks[key as usize];
-            task.wait = wait;
-            let suspender = task
-                .suspender
-                .expect("a running green thread has a suspender");
-            (Arc::as_ptr(&task.header), suspender)
-        };
-        // SAFETY: the slab entry of the running green thread holds an Arc of
-        // its header until the green thread finishes, which is after this call.
-        let header = unsafe { &*header };
+        let (header, suspender) = self.running_parts("park");
+        Self::deliver_cancel(header);
+        let timer = deadline.map(|d| {
+            self.timers
+                .borrow_mut()
+                .insert(d, TimerAction::Wake(header.key))
+        });
+        self.tasks.borrow_mut()[header.key as usize].wait = wait;
         if header
             .state
             .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
@@ -413,25 +411,27 @@ impl Hub {
         if let Some(timer) = timer {
             self.timers.borrow_mut().cancel(timer);
         }
-        self.deliver_cancel(key);
+        Self::deliver_cancel(header);
     }
 
     /// Unwinds the current green thread if it was killed or timed out.
     #[inline]
-    fn deliver_cancel(&self, key: u32) {
-        let payload: Box<dyn std::any::Any + Send> = {
-            let mut tasks = self.tasks.borrow_mut();
-            let task = &mut tasks[key as usize];
-            if !task.killed && task.timeout.is_none() || std::thread::panicking() {
-                return;
-            }
-            if task.killed {
-                Box::new(Killed)
-            } else {
-                Box::new(TimedOut(task.timeout.take().expect("checked above")))
-            }
-        };
-        std::panic::resume_unwind(payload);
+    fn deliver_cancel(header: &Header) {
+        if header.cancel_pending() {
+            Self::deliver_cancel_slow(header);
+        }
+    }
+
+    #[cold]
+    fn deliver_cancel_slow(header: &Header) {
+        if std::thread::panicking() {
+            return;
+        }
+        if header.killed.load(Ordering::Relaxed) {
+            std::panic::resume_unwind(Box::new(Killed));
+        }
+        let id = header.timeout.swap(0, Ordering::Relaxed);
+        std::panic::resume_unwind(Box::new(TimedOut(id)));
     }
 
     /// Runs one green thread until it parks, yields or finishes.
@@ -440,6 +440,8 @@ impl Hub {
             let mut tasks = self.tasks.borrow_mut();
             let task = &mut tasks[key as usize];
             task.header.state.store(RUNNING, Ordering::Release);
+            self.current_header.set(Arc::as_ptr(&task.header));
+            self.current_suspender.set(task.suspender);
             task.co
                 .take()
                 .expect("a queued green thread has its coroutine")
@@ -447,6 +449,8 @@ impl Hub {
         self.current.set(Some(key));
         let finished = co.resume();
         self.current.set(None);
+        self.current_header.set(ptr::null());
+        self.current_suspender.set(None);
         if finished {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
@@ -481,7 +485,10 @@ impl Hub {
             }
             TimerAction::Timeout { task, id } => {
                 if let Some(task) = tasks.get_mut(task as usize) {
-                    task.timeout = Some(task.timeout.map_or(id, |t| t.min(id)));
+                    let pending = task.header.timeout.load(Ordering::Relaxed);
+                    if pending == 0 || id < pending {
+                        task.header.timeout.store(id, Ordering::Relaxed);
+                    }
                     task.header.wake_ref();
                 }
             }
@@ -686,12 +693,5 @@ pub(crate) fn run<T: 'static>(
         Some(Ok(value)) => Ok(value),
         Some(Err(err)) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         _ => Err(Error::MainKilled),
-    }
-}
-
-impl Drop for Hub {
-    fn drop(&mut self) {
-        debug_assert!(self.tasks.borrow().is_empty());
-        let _ = NOTIFIED;
     }
 }

@@ -243,6 +243,7 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    #[cfg(test)]
     /// Number of pending timers.
     pub(crate) fn len(&self) -> usize {
         self.len

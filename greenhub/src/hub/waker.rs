@@ -23,7 +23,7 @@
 //! - `PARKED`: suspended; the first `wake` moves it to `QUEUED` and pushes it.
 //! - `DONE`: never left; wakes are ignored (a waker may outlive its task).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Wake;
 
@@ -44,6 +44,32 @@ pub(crate) struct Header {
     pub(crate) name: Option<Box<str>>,
     /// The hub that owns the green thread.
     pub(crate) hub: Arc<Shared>,
+    /// Set by `kill`; never unset (a kill is sticky). Only the owning hub's
+    /// thread touches it: atomic only so that the header can be shared.
+    pub(crate) killed: AtomicBool,
+    /// The outermost expired `with_timeout` not yet delivered (0: none).
+    /// Hub thread only, like `killed`.
+    pub(crate) timeout: AtomicU64,
+}
+
+impl Header {
+    pub(crate) fn new(key: u32, id: u64, name: Option<Box<str>>, hub: Arc<Shared>) -> Header {
+        Header {
+            state: AtomicU8::new(QUEUED),
+            key,
+            id,
+            name,
+            hub,
+            killed: AtomicBool::new(false),
+            timeout: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether a kill or a timeout waits to be delivered.
+    #[inline]
+    pub(crate) fn cancel_pending(&self) -> bool {
+        self.killed.load(Ordering::Relaxed) || self.timeout.load(Ordering::Relaxed) != 0
+    }
 }
 
 impl Header {

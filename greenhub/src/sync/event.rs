@@ -31,18 +31,18 @@ impl Event {
 
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+        self.flag.store(true, Ordering::Release);
         self.waiters.notify_all();
     }
 
     /// Unsets the flag; later waiters park until the next `set`.
     pub fn clear(&self) {
-        self.flag.store(false, Ordering::SeqCst);
+        self.flag.store(false, Ordering::Release);
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        self.flag.load(Ordering::Acquire)
     }
 
     /// Parks until the flag is set (returns at once if it is).

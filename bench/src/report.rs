@@ -1,0 +1,773 @@
+//! Results: what a measurement produces, how a child process hands it to the
+//! parent, and how the parent prints it (tables in the talk's shape, or one
+//! JSON object per line).
+//!
+//! A child prints each result as one line of a small tab-separated protocol
+//! (`@rec`, phase, `ok` and `key=value` pairs, or `refused` and a message), so
+//! the parent needs no JSON parser; the metric names are the JSON keys.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::proc::Machine;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Bench {
+    Prog1,
+    Prog2,
+    PingPong,
+    Spawn,
+}
+
+impl Bench {
+    pub const ALL: [Bench; 4] = [Bench::Prog1, Bench::Prog2, Bench::PingPong, Bench::Spawn];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bench::Prog1 => "prog1",
+            Bench::Prog2 => "prog2",
+            Bench::PingPong => "pingpong",
+            Bench::Spawn => "spawn",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Bench> {
+        Bench::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub enum System {
+    Threads,
+    Tokio,
+    Greenhub,
+}
+
+impl System {
+    /// In the order of the tables' columns: the talk's baseline first.
+    pub const ALL: [System; 3] = [System::Threads, System::Tokio, System::Greenhub];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Threads => "threads",
+            System::Tokio => "tokio",
+            System::Greenhub => "greenhub",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<System> {
+        System::ALL.into_iter().find(|b| b.name() == s)
+    }
+}
+
+/// A metric's value. Floats are rounded when made, so that every output shows
+/// the same digits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl Value {
+    pub fn float(x: f64, decimals: i32) -> Value {
+        let scale = 10f64.powi(decimals);
+        Value::Float((x * scale).round() / scale)
+    }
+
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(i) => i as f64,
+            Value::Float(f) => f,
+        }
+    }
+
+    fn parse(s: &str) -> Option<Value> {
+        if let Ok(i) = s.parse::<i64>() {
+            Some(Value::Int(i))
+        } else {
+            s.parse::<f64>().ok().map(Value::Float)
+        }
+    }
+
+    /// As JSON: integers as they are, floats in their shortest exact form, and
+    /// NaN or infinities (which JSON cannot hold) as `null`.
+    fn json(self) -> String {
+        match self {
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) if f.is_finite() => format!("{f}"),
+            Value::Float(_) => "null".to_string(),
+        }
+    }
+}
+
+pub type Metrics = Vec<(&'static str, Value)>;
+
+/// Prog 1: the wall time of one phase and the minor page faults during it.
+pub fn prog1_metrics(wall: Duration, minflt: u64) -> Metrics {
+    vec![
+        ("wall_s", Value::float(wall.as_secs_f64(), 4)),
+        ("minflt", Value::Int(minflt as i64)),
+    ]
+}
+
+/// Prog 2: RSS before spawning and once all `n` tasks are parked.
+pub fn prog2_metrics(n: usize, rss_before: u64, rss_parked: u64) -> Metrics {
+    let total = rss_parked as i64 - rss_before as i64;
+    vec![
+        (
+            "rss_bytes_per_task",
+            Value::float(total as f64 / n.max(1) as f64, 1),
+        ),
+        ("rss_total_bytes", Value::Int(total)),
+        ("rss_before_bytes", Value::Int(rss_before as i64)),
+        ("rss_parked_bytes", Value::Int(rss_parked as i64)),
+    ]
+}
+
+pub fn pingpong_metrics(round_trips: usize, elapsed: Duration) -> Metrics {
+    vec![
+        (
+            "ns_per_round_trip",
+            Value::float(elapsed.as_nanos() as f64 / round_trips.max(1) as f64, 1),
+        ),
+        ("round_trips", Value::Int(round_trips as i64)),
+    ]
+}
+
+pub fn spawn_metrics(tasks: usize, elapsed: Duration) -> Metrics {
+    vec![
+        (
+            "per_sec",
+            Value::float(tasks as f64 / elapsed.as_secs_f64().max(1e-9), 0),
+        ),
+        ("tasks", Value::Int(tasks as i64)),
+        ("wall_s", Value::float(elapsed.as_secs_f64(), 4)),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// The child → parent protocol.
+
+const WIRE_TAG: &str = "@rec";
+
+fn wire_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Prints a measured phase on stdout for the parent (a child's only output
+/// there). `phase` is `None` for a benchmark that has a single phase.
+pub fn emit_ok(phase: Option<&str>, metrics: &Metrics) {
+    let mut line = format!("{WIRE_TAG}\t{}\tok", phase.unwrap_or("-"));
+    for (k, v) in metrics {
+        let v = match v {
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => format!("{f:?}"),
+        };
+        let _ = write!(line, "\t{k}={v}");
+    }
+    println!("{line}");
+}
+
+/// Prints a refusal (the system could not do it, and why).
+pub fn emit_refused(phase: Option<&str>, why: &str) {
+    println!(
+        "{WIRE_TAG}\t{}\trefused\t{}",
+        phase.unwrap_or("-"),
+        wire_text(why)
+    );
+}
+
+/// How often a child says how many tasks it has spawned so far.
+pub const PROGRESS_EVERY: usize = 4096;
+
+/// Says how many tasks a child has spawned so far, every [`PROGRESS_EVERY`]
+/// spawns, so that when the child dies (an abort, the OOM killer) the parent
+/// can tell how far it got.
+pub fn emit_progress(spawned: usize) {
+    if spawned % PROGRESS_EVERY == 0 && spawned > 0 {
+        println!("{PROGRESS_TAG}\t{spawned}");
+    }
+}
+
+/// The last count a child reported with [`emit_progress`].
+pub fn parse_progress(line: &str) -> Option<u64> {
+    line.strip_prefix(PROGRESS_TAG)?.trim().parse().ok()
+}
+
+const PROGRESS_TAG: &str = "@spawned";
+
+/// Reads one line of a child's stdout; lines that are not records are
+/// ignored.
+pub fn parse_wire(line: &str) -> Option<(Option<String>, Outcome)> {
+    let mut fields = line.trim_end_matches(['\r', '\n']).split('\t');
+    if fields.next()? != WIRE_TAG {
+        return None;
+    }
+    let phase = match fields.next()? {
+        "-" => None,
+        p => Some(p.to_string()),
+    };
+    let outcome = match fields.next()? {
+        "ok" => {
+            let mut metrics = Vec::new();
+            for kv in fields {
+                let (k, v) = kv.split_once('=')?;
+                metrics.push((k.to_string(), Value::parse(v)?));
+            }
+            Outcome::Measured(metrics)
+        }
+        "refused" => Outcome::Refused(fields.collect::<Vec<_>>().join(" ")),
+        _ => return None,
+    };
+    Some((phase, outcome))
+}
+
+// ---------------------------------------------------------------------------
+// Records, as the parent keeps them.
+
+/// The refusal of a phase that was not run because an earlier one was refused.
+pub const NOT_REACHED: &str = "not run: an earlier phase was refused";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Measured(Vec<(String, Value)>),
+    /// The system could not do it: the error it gave, or how its process died.
+    Refused(String),
+    /// Not run, because the system was refused at a smaller size.
+    Skipped(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub bench: Bench,
+    pub system: System,
+    /// The size (number of tasks) for Prog 1 and Prog 2; counts of the other
+    /// benches are among their metrics.
+    pub n: Option<u64>,
+    pub phase: Option<String>,
+    pub outcome: Outcome,
+}
+
+impl Record {
+    pub fn metric(&self, key: &str) -> Option<Value> {
+        match &self.outcome {
+            Outcome::Measured(m) => m.iter().find(|(k, _)| k == key).map(|&(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// One JSON object, on one line.
+    pub fn json(&self) -> String {
+        let mut s = format!(
+            "{{\"bench\":{},\"system\":{}",
+            json_str(self.bench.name()),
+            json_str(self.system.name())
+        );
+        if let Some(n) = self.n {
+            let _ = write!(s, ",\"n\":{n}");
+        }
+        if let Some(p) = &self.phase {
+            let _ = write!(s, ",\"phase\":{}", json_str(p));
+        }
+        match &self.outcome {
+            Outcome::Measured(m) => {
+                for (k, v) in m {
+                    let _ = write!(s, ",{}:{}", json_str(k), v.json());
+                }
+            }
+            Outcome::Refused(why) => {
+                let _ = write!(s, ",\"refused\":{}", json_str(why));
+            }
+            Outcome::Skipped(why) => {
+                let _ = write!(s, ",\"skipped\":{}", json_str(why));
+            }
+        }
+        s.push('}');
+        s
+    }
+}
+
+/// A JSON string literal, escaped as RFC 8259 requires.
+pub fn json_str(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub fn machine_json(m: &Machine) -> String {
+    let opt = |v: Option<u64>| v.map_or("null".to_string(), |v| v.to_string());
+    format!(
+        "{{\"bench\":\"machine\",\"nproc\":{},\"kernel\":{},\"cpu\":{},\"mem_total_bytes\":{},\"max_map_count\":{},\"threads_max\":{}}}",
+        m.nproc,
+        json_str(&m.kernel),
+        json_str(&m.cpu),
+        m.mem_total_bytes,
+        opt(m.max_map_count),
+        opt(m.threads_max)
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Human output.
+
+pub fn machine_text(m: &Machine) -> String {
+    let opt = |v: Option<u64>| v.map_or("?".to_string(), group);
+    format!(
+        "machine: {} CPUs ({}), {:.1} GiB, Linux {}, vm.max_map_count {}, kernel.threads-max {}",
+        m.nproc,
+        m.cpu,
+        m.mem_total_bytes as f64 / (1u64 << 30) as f64,
+        m.kernel,
+        opt(m.max_map_count),
+        opt(m.threads_max)
+    )
+}
+
+/// 1234567 → "1,234,567".
+pub fn group(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn group_signed(x: f64) -> String {
+    let r = x.round();
+    if r < 0.0 {
+        format!("-{}", group((-r) as u64))
+    } else {
+        group(r as u64)
+    }
+}
+
+/// Sizes as the talk writes them: 100, 1K, 10K, 100K, 1M.
+pub fn size_label(n: u64) -> String {
+    if n >= 1_000_000 && n % 1_000_000 == 0 {
+        format!("{}M", n / 1_000_000)
+    } else if n >= 1000 && n % 1000 == 0 {
+        format!("{}K", n / 1000)
+    } else {
+        group(n)
+    }
+}
+
+/// Wall times as the talk writes them: "207 ms", "2.55 s".
+fn secs_label(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+fn mib_label(bytes: f64) -> String {
+    let mib = bytes / (1u64 << 20) as f64;
+    if mib.abs() < 1.0 {
+        format!("{} KiB", group_signed(bytes / 1024.0))
+    } else if mib.abs() < 10.0 {
+        format!("{mib:.1} MiB")
+    } else {
+        format!("{} MiB", group_signed(mib))
+    }
+}
+
+fn ns_label(ns: f64) -> String {
+    if ns >= 10_000.0 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+/// Numbered notes under a table, for refusals and skipped sizes.
+#[derive(Default)]
+struct Notes {
+    notes: Vec<String>,
+    by_text: BTreeMap<String, usize>,
+}
+
+impl Notes {
+    fn mark(&mut self, text: String) -> String {
+        let len = self.notes.len();
+        let idx = *self.by_text.entry(text.clone()).or_insert_with(|| len + 1);
+        if idx == len + 1 {
+            self.notes.push(text);
+        }
+        format!("[{idx}]")
+    }
+}
+
+/// Looks records up by what identifies them.
+struct Index<'a> {
+    records: &'a [Record],
+}
+
+impl<'a> Index<'a> {
+    fn get(
+        &self,
+        bench: Bench,
+        system: System,
+        n: Option<u64>,
+        phase: Option<&str>,
+    ) -> Option<&'a Record> {
+        self.records.iter().find(|r| {
+            r.bench == bench && r.system == system && r.n == n && r.phase.as_deref() == phase
+        })
+    }
+}
+
+/// A cell for a record: its formatted metric, or a marked refusal.
+fn cell(
+    rec: Option<&Record>,
+    notes: &mut Notes,
+    format: impl Fn(&Record) -> Option<String>,
+) -> String {
+    let Some(rec) = rec else {
+        return String::new();
+    };
+    match &rec.outcome {
+        Outcome::Measured(_) => format(rec).unwrap_or_else(|| "?".into()),
+        Outcome::Refused(why) if why == NOT_REACHED => "—".into(),
+        Outcome::Refused(why) => {
+            let at = rec
+                .n
+                .map_or(String::new(), |n| format!(" at N={}", group(n)));
+            let mark = notes.mark(format!("{} refused{at}: {why}", rec.system.name()));
+            format!("refused {mark}")
+        }
+        Outcome::Skipped(_) => "—".into(),
+    }
+}
+
+/// Renders rows as an aligned text table: first column left-aligned, others
+/// right-aligned.
+fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let cols = header.len();
+    let width = |i: usize| {
+        rows.iter()
+            .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+            .chain(std::iter::once(header[i].chars().count()))
+            .max()
+            .unwrap_or(0)
+    };
+    let widths: Vec<usize> = (0..cols).map(width).collect();
+    let line = |cells: &[String]| {
+        let mut s = String::new();
+        for (i, w) in widths.iter().enumerate() {
+            let c = cells.get(i).map_or("", |c| c.as_str());
+            let pad = w - c.chars().count();
+            if i == 0 {
+                s.push_str(c);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str(" | ");
+                s.push_str(&" ".repeat(pad));
+                s.push_str(c);
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header);
+    out.push('\n');
+    let total: usize = widths.iter().sum::<usize>() + 3 * (cols - 1);
+    out.push_str(&"-".repeat(total));
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    out
+}
+
+fn finish(title: &str, mut body: String, notes: Notes, skipped: &[String]) -> String {
+    for (i, n) in notes.notes.iter().enumerate() {
+        let _ = writeln!(body, "[{}] {n}", i + 1);
+    }
+    for s in skipped {
+        let _ = writeln!(body, "—  {s}");
+    }
+    format!("{title}\n\n{body}")
+}
+
+/// One line per system that was skipped at some size, saying why.
+fn skipped_lines(records: &[Record], bench: Bench) -> Vec<String> {
+    let mut lines = Vec::new();
+    for system in System::ALL {
+        let skipped: Vec<&Record> = records
+            .iter()
+            .filter(|r| r.bench == bench && r.system == system)
+            .filter(|r| matches!(r.outcome, Outcome::Skipped(_)))
+            .collect();
+        if let Some(first) = skipped.first() {
+            if let Outcome::Skipped(why) = &first.outcome {
+                let from = first
+                    .n
+                    .map_or(String::new(), |n| format!(" N ≥ {}", group(n)));
+                lines.push(format!("{}:{from} not run ({why})", system.name()));
+            }
+        }
+    }
+    lines
+}
+
+/// Prog 1: rows N; a column per system and phase, and greenhub's minor faults.
+pub fn prog1_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let mut header = vec!["N".to_string()];
+    let mut cols: Vec<(System, Option<&str>, &str)> = Vec::new();
+    for &s in systems {
+        match s {
+            System::Threads => cols.push((s, None, "wall_s")),
+            System::Tokio => {
+                cols.push((s, Some("cold"), "wall_s"));
+                cols.push((s, Some("warm"), "wall_s"));
+            }
+            System::Greenhub => {
+                cols.push((s, Some("cold"), "wall_s"));
+                cols.push((s, Some("warm"), "wall_s"));
+                cols.push((s, Some("cold"), "minflt"));
+                cols.push((s, Some("warm"), "minflt"));
+            }
+        }
+    }
+    for (s, phase, metric) in &cols {
+        let mut h = s.name().to_string();
+        if *metric == "minflt" {
+            h = "gh minflt".into();
+        }
+        if let Some(p) = phase {
+            h = format!("{h} {p}");
+        }
+        header.push(h);
+    }
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let mut row = vec![size_label(n)];
+        for &(s, phase, metric) in &cols {
+            let rec = idx.get(Bench::Prog1, s, Some(n), phase);
+            let c = if metric == "minflt" {
+                // The refusal is already told in the wall-time column.
+                match rec.map(|r| &r.outcome) {
+                    Some(Outcome::Measured(_)) => rec
+                        .and_then(|r| r.metric("minflt"))
+                        .map(|v| group(v.as_f64() as u64))
+                        .unwrap_or_default(),
+                    Some(_) => "—".into(),
+                    None => String::new(),
+                }
+            } else {
+                cell(rec, &mut notes, |r| {
+                    r.metric(metric).map(|v| secs_label(v.as_f64()))
+                })
+            };
+            row.push(c);
+        }
+        rows.push(row);
+    }
+    let body = table(&header, &rows);
+    finish(
+        "Prog 1: N tasks each sleep 200 ms; wall time from the first spawn until all are joined\n\
+         (cold: first round in a fresh process; warm: a second round right after in the same\n\
+         runtime/hub; gh minflt: minor page faults during greenhub's round)\n\
+         The talk (2013, Python), N = 100 / 1K / 10K / 100K:\n  \
+         threads 207 ms / 327 ms / 2.55 s / 25.42 s; gevent 204 ms / 223 ms / 421 ms / 3.06 s",
+        body,
+        notes,
+        &skipped_lines(records, Bench::Prog1),
+    )
+}
+
+/// Prog 2: rows N; bytes of RSS per parked task and the total, per system.
+pub fn prog2_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let mut header = vec!["N".to_string()];
+    for &s in systems {
+        header.push(format!("{} B/task", s.name()));
+        header.push(format!("{} total", s.name()));
+    }
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let mut row = vec![size_label(n)];
+        for &s in systems {
+            let rec = idx.get(Bench::Prog2, s, Some(n), None);
+            row.push(cell(rec, &mut notes, |r| {
+                r.metric("rss_bytes_per_task")
+                    .map(|v| group_signed(v.as_f64()))
+            }));
+            row.push(match rec.map(|r| &r.outcome) {
+                Some(Outcome::Measured(_)) => rec
+                    .and_then(|r| r.metric("rss_total_bytes"))
+                    .map(|v| mib_label(v.as_f64()))
+                    .unwrap_or_default(),
+                Some(_) => "—".into(),
+                None => String::new(),
+            });
+        }
+        rows.push(row);
+    }
+    let body = table(&header, &rows);
+    finish(
+        "Prog 2: N tasks parked, each sleeping an hour; resident memory per task = (RSS with\n\
+         all N parked − RSS before spawning) / N, each in a fresh process\n\
+         The talk (2013, Python, whole process), N = 100 / 1K / 10K / 100K:\n  \
+         threads 4.9 GB / 11.8 GB / 82 GB / ?; gevent 33 MB / 41 MB / 114 MB / 858 MB",
+        body,
+        notes,
+        &skipped_lines(records, Bench::Prog2),
+    )
+}
+
+/// Ping-pong: one row per system.
+pub fn pingpong_table(records: &[Record], systems: &[System]) -> String {
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let header: Vec<String> = ["system", "round trips", "per round trip"]
+        .map(String::from)
+        .to_vec();
+    let mut rows = Vec::new();
+    for &s in systems {
+        let rec = idx.get(Bench::PingPong, s, None, None);
+        let trips = rec
+            .and_then(|r| r.metric("round_trips"))
+            .map(|v| group(v.as_f64() as u64))
+            .unwrap_or_default();
+        let per = cell(rec, &mut notes, |r| {
+            r.metric("ns_per_round_trip").map(|v| ns_label(v.as_f64()))
+        });
+        rows.push(vec![s.name().to_string(), trips, per]);
+    }
+    finish(
+        "Ping-pong: two tasks hand a token back and forth",
+        table(&header, &rows),
+        notes,
+        &[],
+    )
+}
+
+/// Spawn + join of trivial tasks: one row per system and phase.
+pub fn spawn_table(records: &[Record], systems: &[System]) -> String {
+    let mut notes = Notes::default();
+    let header: Vec<String> = ["system", "phase", "tasks", "per second"]
+        .map(String::from)
+        .to_vec();
+    let mut rows = Vec::new();
+    for &s in systems {
+        for rec in records
+            .iter()
+            .filter(|r| r.bench == Bench::Spawn && r.system == s)
+        {
+            let tasks = rec
+                .metric("tasks")
+                .map(|v| group(v.as_f64() as u64))
+                .unwrap_or_default();
+            let per = cell(Some(rec), &mut notes, |r| {
+                r.metric("per_sec").map(|v| group(v.as_f64() as u64))
+            });
+            rows.push(vec![
+                s.name().to_string(),
+                rec.phase.clone().unwrap_or_else(|| "-".into()),
+                tasks,
+                per,
+            ]);
+        }
+    }
+    finish(
+        "Spawn: spawn and join trivial tasks (in batches of 1,000)",
+        table(&header, &rows),
+        notes,
+        &[],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(json_str("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\u0001é\"");
+    }
+
+    #[test]
+    fn wire_round_trip() {
+        let line = format!(
+            "{WIRE_TAG}\tcold\tok\twall_s={:?}\tminflt=12",
+            Value::float(0.41234567, 4).as_f64()
+        );
+        let (phase, outcome) = parse_wire(&line).unwrap();
+        assert_eq!(phase.as_deref(), Some("cold"));
+        assert_eq!(
+            outcome,
+            Outcome::Measured(vec![
+                ("wall_s".into(), Value::Float(0.4123)),
+                ("minflt".into(), Value::Int(12)),
+            ])
+        );
+        let (phase, outcome) = parse_wire(&format!("{WIRE_TAG}\t-\trefused\tno more")).unwrap();
+        assert_eq!(phase, None);
+        assert_eq!(outcome, Outcome::Refused("no more".into()));
+        assert!(parse_wire("some other output").is_none());
+    }
+
+    #[test]
+    fn record_json() {
+        let r = Record {
+            bench: Bench::Prog1,
+            system: System::Greenhub,
+            n: Some(1_000_000),
+            phase: Some("cold".into()),
+            outcome: Outcome::Measured(vec![
+                ("wall_s".into(), Value::Float(0.41)),
+                ("minflt".into(), Value::Int(1_000_123)),
+            ]),
+        };
+        assert_eq!(
+            r.json(),
+            r#"{"bench":"prog1","system":"greenhub","n":1000000,"phase":"cold","wall_s":0.41,"minflt":1000123}"#
+        );
+        let r = Record {
+            outcome: Outcome::Refused("EAGAIN \"x\"".into()),
+            phase: None,
+            ..r
+        };
+        assert_eq!(
+            r.json(),
+            r#"{"bench":"prog1","system":"greenhub","n":1000000,"refused":"EAGAIN \"x\""}"#
+        );
+    }
+
+    #[test]
+    fn labels() {
+        assert_eq!(group(1234567), "1,234,567");
+        assert_eq!(group(999), "999");
+        assert_eq!(size_label(100_000), "100K");
+        assert_eq!(size_label(1_000_000), "1M");
+        assert_eq!(secs_label(0.2071), "207 ms");
+        assert_eq!(secs_label(2.554), "2.55 s");
+        assert_eq!(Value::float(f64::NAN, 1).json(), "null");
+    }
+}
