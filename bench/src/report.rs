@@ -591,7 +591,8 @@ pub fn prog1_table(records: &[Record], systems: &[System], sizes: &[u64]) -> Str
     finish(
         "Prog 1: N tasks each sleep 200 ms; wall time from the first spawn until all are joined\n\
          (cold: first round in a fresh process; warm: a second round right after in the same\n\
-         runtime/hub; gh minflt: minor page faults during greenhub's round)\n\
+         runtime/hub, its stack pool sized to keep N stacks warm; gh minflt: minor page faults\n\
+         during greenhub's round)\n\
          The talk (2013, Python), N = 100 / 1K / 10K / 100K:\n  \
          threads 207 ms / 327 ms / 2.55 s / 25.42 s; gevent 204 ms / 223 ms / 421 ms / 3.06 s",
         body,

@@ -35,7 +35,7 @@
 //! - When the main green thread waits on something nothing can ever set,
 //!   `run` returns [`Error::Deadlock`] naming every parked green thread,
 //!   instead of hanging.
-//! - Each green thread has its own stack (16 KiB usable by default, see
+//! - Each green thread has its own stack (32 KiB usable by default, see
 //!   [`HubBuilder::stack_size`]) with a guard page; an overflow is reported
 //!   with the green thread's id and name before the process aborts.
 
@@ -142,12 +142,17 @@ impl Default for HubBuilder {
 }
 
 impl HubBuilder {
-    /// The defaults: 16 KiB stacks for spawned green threads, 1 MiB for the
+    /// The defaults: 32 KiB stacks for spawned green threads, 1 MiB for the
     /// main one, 65,536 free stacks per size kept resident for reuse.
+    ///
+    /// Why 32 KiB: a parked green thread costs the pages it touched (one, for
+    /// most) plus 1/512 of its reservation in page tables, so small is cheap;
+    /// but Rust's default panic hook with `RUST_BACKTRACE=1` needs about
+    /// 20 KiB to print a backtrace, and 16 KiB overflows there.
     pub fn new() -> HubBuilder {
         HubBuilder {
             config: hub::Config {
-                stack_size: 16 * 1024,
+                stack_size: 32 * 1024,
                 main_stack_size: 1024 * 1024,
                 max_warm_stacks: 65_536,
             },

@@ -138,9 +138,13 @@ impl<T> JoinHandle<T> {
             .expect("a finished green thread left a result")
     }
 
-    /// Parks until the green thread has finished (without taking the result).
+    /// Parks until the green thread has finished, without taking its result
+    /// (so that `with_timeout(d, || handle.wait())` keeps the handle).
+    ///
+    /// # Panics
+    /// If called outside a green thread of the same hub.
     #[track_caller]
-    fn wait(&self) {
+    pub fn wait(&self) {
         if self.is_finished() {
             return;
         }

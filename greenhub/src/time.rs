@@ -18,14 +18,25 @@ pub fn sleep(duration: Duration) {
     if duration.is_zero() {
         return yield_now();
     }
-    sleep_until(Instant::now() + duration);
+    match hub::deadline_after(duration) {
+        Some(deadline) => sleep_until(deadline),
+        None => loop {
+            // Longer than an Instant can express: for ever (a kill still ends it).
+            hub::park(SLEEP);
+        },
+    }
 }
 
+const SLEEP: Wait = Wait::local("sleep");
+
 /// Parks the current green thread until `deadline` has passed.
+///
+/// # Panics
+/// Outside a green thread.
 #[track_caller]
 pub fn sleep_until(deadline: Instant) {
     loop {
-        hub::park_until(Wait::local("sleep"), deadline);
+        hub::park_until(SLEEP, deadline);
         if Instant::now() >= deadline {
             return;
         }
@@ -48,9 +59,8 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let deadline = Instant::now() + delay;
     spawn(move || {
-        sleep_until(deadline);
+        sleep(delay);
         f()
     })
 }
@@ -79,7 +89,10 @@ impl std::error::Error for Elapsed {}
 /// Outside a green thread. Panics of `f` pass through unchanged.
 #[track_caller]
 pub fn with_timeout<T>(duration: Duration, f: impl FnOnce() -> T) -> Result<T, Elapsed> {
-    let deadline = Instant::now() + duration;
+    let Some(deadline) = hub::deadline_after(duration) else {
+        // Beyond what an Instant can hold: no timeout at all.
+        return Ok(f());
+    };
     let (id, timer) = hub::expect_hub("with_timeout", |hub| hub.add_timeout(deadline));
     struct Scope(u64, crate::hub::timer::TimerKey);
     impl Drop for Scope {

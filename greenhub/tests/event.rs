@@ -67,7 +67,6 @@ fn set_clear_is_set_and_wait_between_green_threads() {
 /// "pulse"); greenhub's waiters re-check the flag when they run, find it
 /// cleared, and park again.
 #[test]
-#[ignore = "BUG: set() followed by clear() before the waiters run wakes nobody: waiters re-check the flag and park again"]
 fn set_then_clear_releases_the_waiters_already_waiting() {
     run(|| {
         let ev = Rc::new(Event::new());

@@ -216,7 +216,6 @@ fn unjoined_panic_is_reported_on_stderr() {
 }
 
 #[test]
-#[ignore = "BUG: with RUST_BACKTRACE=1 the default panic hook's backtrace overflows the 16 KiB default stack and the process aborts (32 KiB is enough)"]
 fn a_panic_with_backtrace_fits_the_default_stack() {
     if std::env::var_os(CHILD_ENV).is_some() {
         let e = run(|| spawn(|| -> () { panic!("boom") }).join().unwrap_err()).unwrap();

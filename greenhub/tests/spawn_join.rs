@@ -241,7 +241,6 @@ fn sleep_outside_run_panics_clearly() {
 }
 
 #[test]
-#[ignore = "BUG: sleep outside run panics with \"`park` called outside a green thread\": names an internal function, not `sleep`"]
 fn sleep_outside_run_names_sleep() {
     let msg = panic_message_of(|| greenhub::sleep(Duration::from_millis(1)));
     assert!(msg.contains("`sleep`"), "{msg}");
@@ -350,7 +349,6 @@ fn green_threads_left_at_the_end_are_killed_and_dropped() {
 }
 
 #[test]
-#[ignore = "BUG: green threads queued when main returns still run (up to the rest of the hub's 61-turn budget) before shutdown kills them"]
 fn green_thread_not_started_when_main_returns_never_runs() {
     let ran = Rc::new(Cell::new(false));
     let r = ran.clone();
@@ -362,7 +360,6 @@ fn green_thread_not_started_when_main_returns_never_runs() {
 }
 
 #[test]
-#[ignore = "BUG: green threads woken just before main returns run past their blocking call before shutdown kills them"]
 fn green_thread_woken_when_main_returns_does_not_go_on() {
     let after = Rc::new(Cell::new(false));
     let a = after.clone();

@@ -211,7 +211,6 @@ fn overflow_in_the_main_green_thread_is_reported() {
 }
 
 #[test]
-#[ignore = "BUG: the overflow report of an unnamed green thread prints an empty name: \"green thread 7 '' has overflowed\""]
 fn overflow_report_of_an_unnamed_green_thread_has_no_empty_name() {
     if in_child() {
         no_core_dumps();
@@ -237,7 +236,6 @@ fn overflow_report_of_an_unnamed_green_thread_has_no_empty_name() {
 }
 
 #[test]
-#[ignore = "BUG: the overflow report gives the slot size (guard page and rounding included), e.g. 71 KiB for a 64 KiB stack"]
 fn overflow_report_gives_the_stack_size_asked_for() {
     if in_child() {
         no_core_dumps();
@@ -380,7 +378,6 @@ fn running_out_of_mappings_is_a_clear_error() {
 /// rest of the process: after the error, creating an OS thread fails, and on
 /// the main thread even `kill_all`'s own allocation aborts the process.
 #[test]
-#[ignore = "BUG: stacks use memory mappings up to vm.max_map_count, so after the error the process cannot create an OS thread (EAGAIN) or make large allocations (kill_all aborts on the main thread)"]
 fn the_mapping_limit_leaves_room_for_the_rest_of_the_process() {
     if in_child() {
         greenhub::testing::force_mprotect_guards();
@@ -453,7 +450,6 @@ fn running_out_of_address_space_is_a_clear_error() {
 /// `Builder::spawn` "fails, never panics"; sizes whose slot size overflows
 /// must fail too. Run in a child: in release builds they are unsound.
 #[test]
-#[ignore = "BUG: stack sizes near usize::MAX overflow the slot-size arithmetic: debug panics; release gives usize::MAX a ~4 KiB stack and SEGVs on 1 << 62 (unsound from safe code)"]
 fn absurd_stack_sizes_are_errors() {
     if in_child() {
         no_core_dumps();
@@ -484,7 +480,6 @@ fn absurd_stack_sizes_are_errors() {
 }
 
 #[test]
-#[ignore = "BUG: stacks are reserved 64 to a chunk, so under `ulimit -v 1G` not even one green thread with a 64 MiB stack can be spawned (the chunk needs 4 GiB)"]
 fn one_big_stack_fits_under_an_address_space_limit() {
     if in_child() {
         limit_address_space(1 << 30);

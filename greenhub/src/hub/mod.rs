@@ -223,12 +223,19 @@ pub(crate) fn schedule(header: &Header) {
 /// was killed or its `with_timeout` expired.
 #[track_caller]
 pub(crate) fn park(wait: Wait) {
-    expect_hub("park", |hub| hub.park_current(wait, None));
+    expect_hub(wait.what, |hub| hub.park_current(wait, None));
 }
 
 /// Like [`park`], but also returns once `deadline` has passed.
+#[track_caller]
 pub(crate) fn park_until(wait: Wait, deadline: Instant) {
-    expect_hub("park", |hub| hub.park_current(wait, Some(deadline)));
+    expect_hub(wait.what, |hub| hub.park_current(wait, Some(deadline)));
+}
+
+/// The instant `duration` from now, or None if that is beyond what `Instant`
+/// can hold (a wait that long is a wait for ever).
+pub(crate) fn deadline_after(duration: Duration) -> Option<Instant> {
+    Instant::now().checked_add(duration)
 }
 
 /// The waker of the current green thread, if the caller is one.
@@ -388,8 +395,9 @@ impl Hub {
         Self::deliver_cancel(header);
     }
 
+    #[track_caller]
     fn park_current(&self, wait: Wait, deadline: Option<Instant>) {
-        let (header, suspender) = self.running_parts("park");
+        let (header, suspender) = self.running_parts(wait.what);
         Self::deliver_cancel(header);
         let timer = deadline.map(|d| {
             self.timers
@@ -521,10 +529,12 @@ impl Hub {
                 let next = self.run_queue.borrow_mut().pop_front();
                 let Some(key) = next else { break };
                 self.resume(key);
+                // Once main returns, nothing else may run on: shutdown kills
+                // the rest before they take another step.
+                if main.state.load(Ordering::Acquire) == DONE {
+                    return Ok(());
+                }
                 budget -= 1;
-            }
-            if main.state.load(Ordering::Acquire) == DONE {
-                return Ok(());
             }
             self.drain_inbox();
             let now = Instant::now();
@@ -555,6 +565,11 @@ impl Hub {
     fn deadlock_report(&self) -> Option<Vec<crate::ParkedThread>> {
         let tasks = self.tasks.borrow();
         if tasks.iter().any(|(_, t)| t.wait.shared) && other_threads_exist() {
+            return None;
+        }
+        // A thread may have woken someone and exited since the inbox was
+        // drained: that wake is still pending, so this is no deadlock.
+        if self.shared.pending.load(Ordering::SeqCst) {
             return None;
         }
         Some(

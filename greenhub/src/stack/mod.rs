@@ -38,6 +38,7 @@ mod overflow;
 mod sys;
 
 use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) use overflow::{ensure_alt_stack, install_overflow_handler};
 pub(crate) use sys::force_mprotect_guards;
@@ -47,9 +48,15 @@ const HEADER_SIZE: usize = 64;
 /// Longest name kept in the header (for the overflow report).
 const NAME_MAX: usize = HEADER_SIZE - 16;
 
-/// Stacks in the first chunk of a size; later chunks double up to the max.
+/// Stacks in the first chunk of a size; later chunks double up to the max,
+/// and no chunk reserves more than CHUNK_BYTES (unless one stack does).
 const FIRST_CHUNK: usize = 64;
 const MAX_CHUNK: usize = 1024;
+const CHUNK_BYTES: usize = 256 << 20;
+/// The largest stack a green thread may ask for.
+const MAX_STACK: usize = 1 << 40;
+/// Mappings left to the rest of the process when guards cost mappings.
+const MAP_HEADROOM: u64 = 4096;
 
 /// What the overflow handler reads about the green thread on a stack.
 #[repr(C)]
@@ -76,7 +83,7 @@ impl GreenStack {
         let len = name.len().min(NAME_MAX);
         let mut header = Header {
             id,
-            size_kib: ((self.base - self.start) / 1024) as u32,
+            size_kib: ((self.base + HEADER_SIZE - self.start - sys::page_size()) / 1024) as u32,
             name_len: len as u32,
             name: [0; NAME_MAX],
         };
@@ -150,17 +157,27 @@ impl StackPool {
         }
     }
 
-    /// Rounds a requested usable size to the slot size actually used.
-    fn slot_size_for(usable: usize) -> usize {
+    /// The slot size for a requested usable size: whole pages, at least
+    /// 8 KiB, the header taken from the top of it, plus the guard page.
+    fn slot_size_for(usable: usize) -> io::Result<usize> {
         let page = sys::page_size();
-        let usable = usable.max(8 * 1024) + HEADER_SIZE;
-        let usable = usable.div_ceil(page) * page;
-        usable + page // the guard page
+        if usable > MAX_STACK {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "greenhub: a green thread stack of {usable} bytes was asked for; \
+                     the largest is {} GiB",
+                    MAX_STACK >> 30
+                ),
+            ));
+        }
+        let usable = usable.max(8 * 1024).div_ceil(page) * page;
+        Ok(usable + page)
     }
 
     /// A stack with at least `usable` bytes, from the pool or a new chunk.
     pub(crate) fn get(&mut self, usable: usize) -> io::Result<GreenStack> {
-        let slot_size = Self::slot_size_for(usable);
+        let slot_size = Self::slot_size_for(usable)?;
         let class = match self.classes.iter().position(|c| c.slot_size == slot_size) {
             Some(i) => &mut self.classes[i],
             None => {
@@ -211,11 +228,54 @@ impl StackPool {
     }
 }
 
+/// Mappings made by mprotect'ed guard pages in this process (two per stack).
+static GUARD_MAPPINGS: AtomicUsize = AtomicUsize::new(0);
+
+fn map_limit_error(in_use: usize, limit: u64, err: Option<io::Error>) -> io::Error {
+    let cause = err.map(|e| format!(": {e}")).unwrap_or_default();
+    io::Error::new(
+        io::ErrorKind::OutOfMemory,
+        format!(
+            "greenhub: no more green thread stacks ({in_use} in use){cause}. Without \
+             MADV_GUARD_INSTALL (Linux 6.13+), each stack's guard page splits its \
+             mapping in two, and the kernel allows vm.max_map_count = {limit} \
+             mappings per process ({MAP_HEADROOM} are left for the rest of the \
+             process). Raise the limit (`sysctl -w vm.max_map_count=2097152`) or \
+             run fewer green threads at once"
+        ),
+    )
+}
+
 impl SizeClass {
     fn new_chunk(&mut self, in_use: usize) -> io::Result<()> {
-        let slots = self.next_chunk_slots;
-        let len = slots * self.slot_size;
-        let start = sys::reserve(len).map_err(|e| {
+        let mut slots = self
+            .next_chunk_slots
+            .min(CHUNK_BYTES / self.slot_size)
+            .max(1);
+        if sys::guards_cost_mappings() {
+            // Each mprotect'ed guard page splits its mapping in two. Stop
+            // short of the kernel's limit so that the rest of the process
+            // (thread stacks, malloc arenas, files) can still map memory.
+            let limit = sys::max_map_count().unwrap_or(65_530);
+            let used = sys::mapping_count()
+                .unwrap_or_else(|| GUARD_MAPPINGS.load(Ordering::Relaxed) as u64);
+            let room = limit.saturating_sub(used + 1 + MAP_HEADROOM) / 2;
+            if room == 0 {
+                return Err(map_limit_error(in_use, limit, None));
+            }
+            slots = slots.min(room as usize);
+        }
+        let mut len = slots * self.slot_size;
+        let reserved = sys::reserve(len).or_else(|e| {
+            if slots == 1 {
+                return Err(e);
+            }
+            // Perhaps one stack still fits where a whole chunk does not.
+            slots = 1;
+            len = self.slot_size;
+            sys::reserve(len)
+        });
+        let start = reserved.map_err(|e| {
             io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 format!(
@@ -232,23 +292,13 @@ impl SizeClass {
             .map(|i| (start + i * self.slot_size, page))
             .collect();
         let (guarded, err) = sys::install_guards(&guards);
+        if sys::guards_cost_mappings() {
+            GUARD_MAPPINGS.fetch_add(2 * guarded + 1, Ordering::Relaxed);
+        }
         if guarded == 0 {
             sys::release(start, len);
-            let err = err.unwrap_or_else(|| io::Error::other("unknown"));
-            let limit = sys::max_map_count()
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "?".into());
-            return Err(io::Error::new(
-                io::ErrorKind::OutOfMemory,
-                format!(
-                    "greenhub: cannot install a guard page for a green thread stack \
-                     ({in_use} stacks in use): {err}. Without MADV_GUARD_INSTALL \
-                     (Linux 6.13+) each guard page costs one memory mapping, and the \
-                     kernel allows vm.max_map_count = {limit} of them per process. \
-                     Raise the limit (`sysctl -w vm.max_map_count=2097152`) or run \
-                     fewer green threads at once"
-                ),
-            ));
+            let limit = sys::max_map_count().unwrap_or(65_530);
+            return Err(map_limit_error(in_use, limit, err));
         }
         // Only the guarded prefix is usable; the rest of the mapping stays
         // reserved (and unused) until the chunk is released.

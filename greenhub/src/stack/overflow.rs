@@ -153,10 +153,13 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         let mut buf = Writer::new();
         buf.put(b"green thread ");
         buf.num(header.id);
-        buf.put(b" '");
         let len = (header.name_len as usize).min(NAME_MAX);
-        buf.put(&header.name[..len]);
-        buf.put(b"' has overflowed its stack (");
+        if len > 0 {
+            buf.put(b" '");
+            buf.put(&header.name[..len]);
+            buf.put(b"'");
+        }
+        buf.put(b" has overflowed its stack (");
         buf.num(header.size_kib as u64);
         buf.put(b" KiB)\nfatal: stack overflow in a green thread; raise its size with Builder::stack_size\n");
         // SAFETY: write(2) and abort(3) are async-signal-safe.

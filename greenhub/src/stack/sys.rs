@@ -138,6 +138,18 @@ fn mprotect_guards(ranges: &[(usize, usize)]) -> (usize, Option<io::Error>) {
     (ranges.len(), None)
 }
 
+/// Whether guard pages cost mappings here (the `mprotect` fallback). Known
+/// once the first guard has been installed.
+pub(crate) fn guards_cost_mappings() -> bool {
+    GUARD_METHOD.load(Ordering::Relaxed) == GUARD_MPROTECT
+}
+
+/// How many mappings the process has now (Linux: lines of /proc/self/maps).
+pub(crate) fn mapping_count() -> Option<u64> {
+    let maps = std::fs::read("/proc/self/maps").ok()?;
+    Some(maps.iter().filter(|&&b| b == b'\n').count() as u64)
+}
+
 /// The kernel's mapping limit, for error messages.
 pub(crate) fn max_map_count() -> Option<u64> {
     std::fs::read_to_string("/proc/sys/vm/max_map_count")

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::wait_queue::WaitQueue;
 use crate::hub::Wait;
@@ -67,9 +67,9 @@ impl<T: Clone> AsyncResult<T> {
 
     /// Like [`get`](AsyncResult::get), giving up after `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Option<T> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::hub::deadline_after(timeout);
         let mut out = None;
-        self.waiters.wait_until(WAIT, Some(deadline), || {
+        self.waiters.wait_until(WAIT, deadline, || {
             out = self.try_get();
             out.is_some()
         });

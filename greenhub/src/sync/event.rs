@@ -1,8 +1,8 @@
 //! [`Event`]: a flag that green threads (and OS threads) wait for.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::wait_queue::WaitQueue;
 use crate::hub::Wait;
@@ -15,6 +15,9 @@ use crate::hub::Wait;
 /// thread blocks its OS thread).
 pub struct Event {
     flag: AtomicBool,
+    /// How many times the event was set: a waiter that saw it change is
+    /// released even if the flag was cleared again before it ran.
+    sets: AtomicU64,
     waiters: WaitQueue,
 }
 
@@ -25,6 +28,7 @@ impl Event {
     pub const fn new() -> Event {
         Event {
             flag: AtomicBool::new(false),
+            sets: AtomicU64::new(0),
             waiters: WaitQueue::new(),
         }
     }
@@ -32,6 +36,7 @@ impl Event {
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
         self.flag.store(true, Ordering::Release);
+        self.sets.fetch_add(1, Ordering::Release);
         self.waiters.notify_all();
     }
 
@@ -45,16 +50,25 @@ impl Event {
         self.flag.load(Ordering::Acquire)
     }
 
-    /// Parks until the flag is set (returns at once if it is).
+    /// Parks until the flag is set (returns at once if it is). A waiter
+    /// parked when `set` is called is released even if `clear` follows
+    /// before it runs.
     pub fn wait(&self) {
-        self.waiters.wait_until(WAIT, None, || self.is_set());
+        let seen = self.sets.load(Ordering::Acquire);
+        self.waiters.wait_until(WAIT, None, || self.released(seen));
     }
 
-    /// Parks until the flag is set or `timeout` passes; returns whether it is set.
+    /// Parks until the flag is set or `timeout` passes; returns whether it was
+    /// set (as for [`wait`](Event::wait), a set followed by a clear counts).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let seen = self.sets.load(Ordering::Acquire);
+        let deadline = crate::hub::deadline_after(timeout);
         self.waiters
-            .wait_until(WAIT, Some(deadline), || self.is_set())
+            .wait_until(WAIT, deadline, || self.released(seen))
+    }
+
+    fn released(&self, seen: u64) -> bool {
+        self.is_set() || self.sets.load(Ordering::Acquire) != seen
     }
 }
 
