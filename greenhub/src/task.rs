@@ -2,9 +2,11 @@
 //! green thread.
 //!
 //! A green thread is spawned → ready → running ⇄ parked → finished (returned,
-//! panicked or killed). Its hub owns it while it lives (hub/mod.rs); the
-//! [`JoinHandle`] shares two things with it: the header (id, name, state, the
-//! waker) and the *packet* where the body leaves its result for `join`.
+//! panicked or killed). Its hub owns it while it lives (hub/mod.rs, with the
+//! state machine in hub/waker.rs); the [`JoinHandle`] shares only the
+//! *packet* with it, where the body leaves its result for `join`, and names
+//! the green thread by slab key and id (so that `kill` after the end is a
+//! no-op, and the hub can recycle headers).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -16,7 +18,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 
-use crate::hub::{self, Header, Hub, Killed, TimedOut, Wait};
+use crate::hub::{self, Hub, Killed, TimedOut, Wait};
 
 /// A green thread's unique identifier (unique in the process, never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -110,7 +112,12 @@ impl std::error::Error for JoinError {}
 
 /// Where a green thread leaves its result; shared with its [`JoinHandle`].
 struct Packet<T> {
+    key: u32,
+    id: u64,
+    name: Option<Arc<str>>,
     result: RefCell<Option<Result<T, JoinError>>>,
+    /// Set once the body has finished (its result may have been taken).
+    done: Cell<bool>,
     /// Green threads waiting in `join` (or `kill_all`).
     waiters: RefCell<Vec<Waker>>,
     /// False once the JoinHandle is gone: a panic is then reported on stderr.
@@ -122,7 +129,6 @@ struct Packet<T> {
 /// Dropping the handle detaches the green thread: it runs on, and if it
 /// panics, the panic is reported on stderr with its id and name.
 pub struct JoinHandle<T> {
-    pub(crate) header: Arc<Header>,
     packet: Rc<Packet<T>>,
 }
 
@@ -153,7 +159,7 @@ impl<T> JoinHandle<T> {
         });
         let wait = Wait {
             what: "JoinHandle::join",
-            target: Some(self.header.id),
+            target: Some(self.packet.id),
             shared: false,
         };
         // Remove our waker however we leave (a kill unwinds out of park).
@@ -180,31 +186,39 @@ impl<T> JoinHandle<T> {
     /// green thread killed before it started never runs its body. Returns at
     /// once; `join` waits for the end. Does nothing if it has finished.
     pub fn kill(&self) {
-        hub::with_hub(|hub| hub.kill(&self.header));
+        if !self.is_finished() {
+            hub::with_hub(|hub| hub.kill_key(self.packet.key, self.packet.id));
+        }
     }
 
     /// Whether the green thread has finished (returned, panicked or was killed).
     pub fn is_finished(&self) -> bool {
-        self.packet.result.borrow().is_some()
-            || self.header.state.load(std::sync::atomic::Ordering::Acquire) == hub::DONE
+        self.packet.done.get()
     }
 
     /// The green thread's id.
     pub fn id(&self) -> GreenId {
-        GreenId(self.header.id)
+        GreenId(self.packet.id)
     }
 
     /// The green thread's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.header.name.as_deref()
+        self.packet.name.as_deref()
     }
 
     /// A handle to the green thread, as [`current`] would return inside it.
     pub fn thread(&self) -> GreenThread {
         GreenThread {
-            header: self.header.clone(),
+            key: self.packet.key,
+            id: self.packet.id,
+            name: self.packet.name.clone(),
             _not_send: PhantomData,
         }
+    }
+
+    /// The green thread's slab key in its hub.
+    pub(crate) fn key(&self) -> u32 {
+        self.packet.key
     }
 }
 
@@ -212,7 +226,7 @@ impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         self.packet.handle_alive.set(false);
         if let Some(Err(err @ JoinError::Panicked(_))) = &*self.packet.result.borrow() {
-            report_panic(&self.header, err);
+            report_panic(self.packet.id, self.packet.name.as_deref(), err);
         }
     }
 }
@@ -220,52 +234,54 @@ impl<T> Drop for JoinHandle<T> {
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("id", &self.header.id)
-            .field("name", &self.header.name)
+            .field("id", &self.packet.id)
+            .field("name", &self.packet.name)
             .field("finished", &self.is_finished())
             .finish()
     }
 }
 
-fn report_panic(header: &Header, err: &JoinError) {
+fn report_panic(id: u64, name: Option<&str>, err: &JoinError) {
     eprintln!(
         "greenhub: {} panicked and was never joined: {}",
-        hub::describe(header),
+        hub::describe(id, name),
         err.panic_message().unwrap_or("<non-string payload>")
     );
 }
 
-/// A green thread, as seen from inside or from a [`JoinHandle`]. Not `Send`:
-/// it belongs to its hub's OS thread.
+/// A green thread, as [`current`] or [`JoinHandle::thread`] return it. Not
+/// `Send`: it belongs to its hub's OS thread.
 #[derive(Clone)]
 pub struct GreenThread {
-    header: Arc<Header>,
+    key: u32,
+    id: u64,
+    name: Option<Arc<str>>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl GreenThread {
     /// The green thread's id.
     pub fn id(&self) -> GreenId {
-        GreenId(self.header.id)
+        GreenId(self.id)
     }
 
     /// The green thread's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.header.name.as_deref()
+        self.name.as_deref()
     }
 
     /// Kills the green thread (see [`JoinHandle::kill`]). Killing the current
     /// green thread takes effect at its next blocking call.
     pub fn kill(&self) {
-        hub::with_hub(|hub| hub.kill(&self.header));
+        hub::with_hub(|hub| hub.kill_key(self.key, self.id));
     }
 }
 
 impl fmt::Debug for GreenThread {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GreenThread")
-            .field("id", &self.header.id)
-            .field("name", &self.header.name)
+            .field("id", &self.id)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -276,9 +292,11 @@ impl fmt::Debug for GreenThread {
 /// Outside a green thread.
 #[track_caller]
 pub fn current() -> GreenThread {
-    match hub::current_header() {
-        Some(header) => GreenThread {
-            header,
+    match hub::current_identity() {
+        Some((key, id, name)) => GreenThread {
+            key,
+            id,
+            name,
             _not_send: PhantomData,
         },
         None => panic!("greenhub: `current` called outside a green thread"),
@@ -336,7 +354,7 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let name = self.name.map(String::into_boxed_str);
+        let name = self.name.map(Arc::from);
         hub::with_hub(|hub| spawn_on(hub, self.stack_size, name, f)).unwrap_or_else(|| {
             Err(io::Error::other(
                 "greenhub: Builder::spawn called outside greenhub::run (no hub on this OS thread)",
@@ -349,51 +367,67 @@ impl Builder {
 pub(crate) fn spawn_on<F, T>(
     hub: &Hub,
     stack_size: Option<usize>,
-    name: Option<Box<str>>,
+    name: Option<Arc<str>>,
     f: F,
 ) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let packet = Rc::new(Packet {
-        result: RefCell::new(None),
-        waiters: RefCell::new(Vec::new()),
-        handle_alive: Cell::new(true),
-    });
-    let theirs = packet.clone();
-    let header = hub.spawn_raw(stack_size, name, move || {
-        let key = hub::current_header().expect("runs in its green thread");
-        let killed_early = key.killed.load(std::sync::atomic::Ordering::Relaxed);
-        let result = if killed_early {
-            // Never started: the body does not run, its captures are dropped.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
-            Err(JoinError::Killed)
-        } else {
-            catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-                if payload.is::<Killed>() {
-                    JoinError::Killed
-                } else if payload.is::<TimedOut>() {
-                    // Only if user code caught a timeout's unwind and let it
-                    // escape its `with_timeout` (it never escapes by itself).
-                    JoinError::Panicked(Box::new("a with_timeout unwind escaped its scope"))
-                } else {
-                    JoinError::Panicked(payload)
-                }
-            })
-        };
-        let panicked = matches!(result, Err(JoinError::Panicked(_)));
-        *theirs.result.borrow_mut() = Some(result);
-        if panicked && !theirs.handle_alive.get() {
-            if let Some(Err(err)) = &*theirs.result.borrow() {
-                report_panic(&key, err);
-            }
-        }
-        for waker in theirs.waiters.borrow_mut().drain(..) {
-            waker.wake();
-        }
+    let mut packet = None;
+    hub.spawn_raw(stack_size, name.clone(), |key, id| {
+        let theirs = Rc::new(Packet {
+            key,
+            id,
+            name,
+            result: RefCell::new(None),
+            done: Cell::new(false),
+            waiters: RefCell::new(Vec::new()),
+            handle_alive: Cell::new(true),
+        });
+        packet = Some(theirs.clone());
+        move || body(f, &theirs)
     })?;
-    Ok(JoinHandle { header, packet })
+    let packet = packet.expect("spawn_raw made the body");
+    Ok(JoinHandle { packet })
+}
+
+/// What a green thread runs: `f`, with its outcome left in the packet.
+fn body<F, T>(f: F, packet: &Packet<T>)
+where
+    F: FnOnce() -> T,
+{
+    let result = if hub::current_killed() {
+        // Killed before it started: the body does not run, its captures are
+        // dropped (here, on the green thread).
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+        Err(JoinError::Killed)
+    } else {
+        catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
+            if payload.is::<Killed>() {
+                JoinError::Killed
+            } else if payload.is::<TimedOut>() {
+                // Only if user code caught a timeout's unwind and let it
+                // escape its `with_timeout` (it never escapes by itself).
+                JoinError::Panicked(Box::new("a with_timeout unwind escaped its scope"))
+            } else {
+                JoinError::Panicked(payload)
+            }
+        })
+    };
+    if packet.handle_alive.get() {
+        *packet.result.borrow_mut() = Some(result);
+    } else {
+        if let Err(err @ JoinError::Panicked(_)) = &result {
+            report_panic(packet.id, packet.name.as_deref(), err);
+        }
+        // Nobody will take the result: drop it now, on the green thread.
+        drop(result);
+    }
+    packet.done.set(true);
+    for waker in packet.waiters.borrow_mut().drain(..) {
+        waker.wake();
+    }
 }
 
 /// Waits for every green thread; results in the order given.

@@ -55,6 +55,8 @@ const EVENT_INTERVAL: u32 = 61;
 /// While only other OS threads could wake us, how often to recheck that they exist.
 const REMOTE_RECHECK: Duration = Duration::from_millis(250);
 const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
+/// Headers kept for reuse (64 bytes each).
+const MAX_SPARE_HEADERS: usize = 65_536;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -170,6 +172,8 @@ pub(crate) struct Hub {
     next_timeout: Cell<u64>,
     /// Registered I/O sources: while any exists, waiting is not a deadlock.
     io_sources: Cell<usize>,
+    /// Headers of finished green threads that nothing refers to any more.
+    spare_headers: RefCell<Vec<Arc<Header>>>,
 }
 
 thread_local! {
@@ -256,13 +260,18 @@ pub(crate) fn current_header_ptr() -> Option<*const Header> {
     with_hub(|hub| hub.running().map(|h| h as *const Header)).flatten()
 }
 
-/// The header of the current green thread, if the caller is one.
-pub(crate) fn current_header() -> Option<Arc<Header>> {
+/// Whether the current green thread has been killed.
+pub(crate) fn current_killed() -> bool {
     with_hub(|hub| {
-        let key = hub.current.get()?;
-        Some(hub.tasks.borrow()[key as usize].header.clone())
+        hub.running()
+            .is_some_and(|h| h.killed.load(Ordering::Relaxed))
     })
-    .flatten()
+    .unwrap_or(false)
+}
+
+/// Id, slab key and name of the current green thread, if the caller is one.
+pub(crate) fn current_identity() -> Option<(u32, u64, Option<Arc<str>>)> {
+    with_hub(|hub| hub.running().map(|h| (h.key, h.id, h.name.clone()))).flatten()
 }
 
 impl Hub {
@@ -288,17 +297,19 @@ impl Hub {
             current_suspender: Cell::new(None),
             next_timeout: Cell::new(1),
             io_sources: Cell::new(0),
+            spare_headers: RefCell::new(Vec::new()),
         })
     }
 
     /// Creates a green thread that will run `body`; it starts on a later turn
-    /// of the hub. `body` must catch its own panics (task.rs does).
-    pub(crate) fn spawn_raw(
+    /// of the hub. `body` must catch its own panics (task.rs does). Returns
+    /// its slab key and id.
+    pub(crate) fn spawn_raw<B: FnOnce() + 'static>(
         &self,
         stack_size: Option<usize>,
-        name: Option<Box<str>>,
-        body: impl FnOnce() + 'static,
-    ) -> io::Result<Arc<Header>> {
+        name: Option<Arc<str>>,
+        make_body: impl FnOnce(u32, u64) -> B,
+    ) -> io::Result<(u32, u64)> {
         let size = stack_size.unwrap_or(self.config.stack_size);
         let mut stack: GreenStack = self.stacks.borrow_mut().get(size)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -306,7 +317,16 @@ impl Hub {
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let key = entry.key() as u32;
-        let header = Arc::new(Header::new(key, id, name, self.shared.clone()));
+        let header = match self.spare_headers.borrow_mut().pop() {
+            Some(mut header) => {
+                // A spare has no other reference (see `resume`): reset it.
+                let fresh = Arc::get_mut(&mut header).expect("spare headers are unshared");
+                *fresh = Header::new(key, id, name, self.shared.clone());
+                header
+            }
+            None => Arc::new(Header::new(key, id, name, self.shared.clone())),
+        };
+        let body = make_body(key, id);
         let co = Coroutine::new(stack, move |suspender| {
             with_hub(|hub| {
                 hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender);
@@ -316,13 +336,23 @@ impl Hub {
         });
         entry.insert(Task {
             co: Some(co),
-            header: header.clone(),
+            header,
             suspender: None,
             wait: Wait::local("start"),
         });
         drop(tasks);
         self.run_queue.borrow_mut().push_back(key);
-        Ok(header)
+        Ok((key, id))
+    }
+
+    /// Asks the green thread `(key, id)` to unwind at its blocking point (see
+    /// [`Hub::kill`]); does nothing if it has finished.
+    pub(crate) fn kill_key(&self, key: u32, id: u64) {
+        let header = match self.tasks.borrow().get(key as usize) {
+            Some(task) if task.header.id == id => task.header.clone(),
+            _ => return,
+        };
+        self.kill(&header);
     }
 
     /// Asks the green thread behind `header` to unwind at its blocking point.
@@ -463,6 +493,13 @@ impl Hub {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
             self.stacks.borrow_mut().put(co.into_stack());
+            // No waker holds the header: keep it for the next spawn.
+            if Arc::strong_count(&task.header) == 1 {
+                let mut spare = self.spare_headers.borrow_mut();
+                if spare.len() < MAX_SPARE_HEADERS {
+                    spare.push(task.header);
+                }
+            }
         } else {
             self.tasks.borrow_mut()[key as usize].co = Some(co);
         }
@@ -629,7 +666,13 @@ impl Hub {
         let mut tasks = self.tasks.borrow_mut();
         let names: Vec<String> = tasks
             .iter()
-            .map(|(_, t)| format!("{} ({})", describe(&t.header), t.wait))
+            .map(|(_, t)| {
+                format!(
+                    "{} ({})",
+                    describe(t.header.id, t.header.name.as_deref()),
+                    t.wait
+                )
+            })
             .collect();
         eprintln!(
             "greenhub: {} green thread(s) could not be unwound at shutdown and were leaked: {}",
@@ -643,10 +686,10 @@ impl Hub {
 }
 
 /// "green thread 7 'name'".
-pub(crate) fn describe(header: &Header) -> String {
-    match &header.name {
-        Some(name) => format!("green thread {} '{}'", header.id, name),
-        None => format!("green thread {}", header.id),
+pub(crate) fn describe(id: u64, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("green thread {id} '{name}'"),
+        None => format!("green thread {id}"),
     }
 }
 
@@ -691,7 +734,8 @@ pub(crate) fn run<T: 'static>(
     let main_size = hub.config.main_stack_size;
     let handle = crate::task::spawn_on(&hub, Some(main_size), Some("main".into()), main)
         .map_err(Error::Io)?;
-    let outcome = hub.run_until(&handle.header);
+    let main_header = hub.tasks.borrow()[handle.key() as usize].header.clone();
+    let outcome = hub.run_until(&main_header);
     let clean = hub.shutdown();
     if !clean {
         hub.leak_remaining();

@@ -41,7 +41,7 @@ pub(crate) struct Header {
     /// The slab key of the green thread in its hub (valid while not DONE).
     pub(crate) key: u32,
     pub(crate) id: u64,
-    pub(crate) name: Option<Box<str>>,
+    pub(crate) name: Option<Arc<str>>,
     /// The hub that owns the green thread.
     pub(crate) hub: Arc<Shared>,
     /// Set by `kill`; never unset (a kill is sticky). Only the owning hub's
@@ -53,7 +53,7 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    pub(crate) fn new(key: u32, id: u64, name: Option<Box<str>>, hub: Arc<Shared>) -> Header {
+    pub(crate) fn new(key: u32, id: u64, name: Option<Arc<str>>, hub: Arc<Shared>) -> Header {
         Header {
             state: AtomicU8::new(QUEUED),
             key,

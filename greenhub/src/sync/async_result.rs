@@ -1,7 +1,6 @@
 //! [`AsyncResult`]: a value that will be there later.
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::wait_queue::WaitQueue;
@@ -13,8 +12,7 @@ use crate::hub::Wait;
 ///
 /// Setting again replaces the value and wakes the waiters again.
 pub struct AsyncResult<T> {
-    value: Mutex<Option<T>>,
-    waiters: WaitQueue,
+    slot: WaitQueue<Option<T>>,
 }
 
 const WAIT: Wait = Wait::shared("AsyncResult::get");
@@ -23,57 +21,48 @@ impl<T> AsyncResult<T> {
     /// An empty result.
     pub const fn new() -> AsyncResult<T> {
         AsyncResult {
-            value: Mutex::new(None),
-            waiters: WaitQueue::new(),
+            slot: WaitQueue::new(None),
         }
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<T>> {
-        self.value.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Stores the value and wakes every waiter.
     pub fn set(&self, value: T) {
-        *self.lock() = Some(value);
-        self.waiters.notify_all();
+        let mut locked = self.slot.lock();
+        locked.state = Some(value);
+        locked.notify_all();
     }
 
     /// Whether a value is there.
     pub fn ready(&self) -> bool {
-        self.lock().is_some()
+        self.slot.lock().state.is_some()
     }
 
     /// Takes the value out, leaving the result empty.
     pub fn take(&self) -> Option<T> {
-        self.lock().take()
+        self.slot.lock().state.take()
     }
 }
 
 impl<T: Clone> AsyncResult<T> {
     /// The value, if it is there.
     pub fn try_get(&self) -> Option<T> {
-        self.lock().clone()
+        self.slot.lock().state.clone()
     }
 
     /// Parks until the value is there; returns a clone of it.
     pub fn get(&self) -> T {
-        let mut out = None;
-        self.waiters.wait_until(WAIT, None, || {
-            out = self.try_get();
-            out.is_some()
-        });
-        out.expect("wait_until returned true")
+        self.get_deadline(None)
+            .expect("a wait without deadline ends with the value")
     }
 
     /// Like [`get`](AsyncResult::get), giving up after `timeout`.
     pub fn get_timeout(&self, timeout: Duration) -> Option<T> {
-        let deadline = crate::hub::deadline_after(timeout);
-        let mut out = None;
-        self.waiters.wait_until(WAIT, deadline, || {
-            out = self.try_get();
-            out.is_some()
-        });
-        out
+        self.get_deadline(crate::hub::deadline_after(timeout))
+    }
+
+    fn get_deadline(&self, deadline: Option<std::time::Instant>) -> Option<T> {
+        self.slot
+            .wait(WAIT, deadline, |value, _| value.clone(), |_, ()| {})
     }
 }
 

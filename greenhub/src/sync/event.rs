@@ -18,7 +18,7 @@ pub struct Event {
     /// How many times the event was set: a waiter that saw it change is
     /// released even if the flag was cleared again before it ran.
     sets: AtomicU64,
-    waiters: WaitQueue,
+    waiters: WaitQueue<()>,
 }
 
 const WAIT: Wait = Wait::shared("Event::wait");
@@ -29,7 +29,7 @@ impl Event {
         Event {
             flag: AtomicBool::new(false),
             sets: AtomicU64::new(0),
-            waiters: WaitQueue::new(),
+            waiters: WaitQueue::new(()),
         }
     }
 
@@ -37,7 +37,7 @@ impl Event {
     pub fn set(&self) {
         self.flag.store(true, Ordering::Release);
         self.sets.fetch_add(1, Ordering::Release);
-        self.waiters.notify_all();
+        self.waiters.lock().notify_all();
     }
 
     /// Unsets the flag; later waiters park until the next `set`.
@@ -55,16 +55,28 @@ impl Event {
     /// before it runs.
     pub fn wait(&self) {
         let seen = self.sets.load(Ordering::Acquire);
-        self.waiters.wait_until(WAIT, None, || self.released(seen));
+        self.wait_deadline(seen, None);
     }
 
     /// Parks until the flag is set or `timeout` passes; returns whether it was
     /// set (as for [`wait`](Event::wait), a set followed by a clear counts).
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         let seen = self.sets.load(Ordering::Acquire);
-        let deadline = crate::hub::deadline_after(timeout);
+        self.wait_deadline(seen, crate::hub::deadline_after(timeout))
+    }
+
+    fn wait_deadline(&self, seen: u64, deadline: Option<std::time::Instant>) -> bool {
+        if self.released(seen) {
+            return true;
+        }
         self.waiters
-            .wait_until(WAIT, deadline, || self.released(seen))
+            .wait(
+                WAIT,
+                deadline,
+                |_, _| self.released(seen).then_some(()),
+                |_, ()| {},
+            )
+            .is_some()
     }
 
     fn released(&self, seen: u64) -> bool {

@@ -4,7 +4,7 @@
 
 mod async_result;
 mod event;
-mod wait_queue;
+pub(crate) mod wait_queue;
 
 pub use async_result::AsyncResult;
 pub use event::Event;

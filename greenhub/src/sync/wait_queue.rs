@@ -1,47 +1,79 @@
-//! The waiting room every primitive in `sync` is built on: a list of wakers
-//! and a loop that parks until a condition holds.
+//! The waiting room every primitive in `sync` is built on.
+//!
+//! A [`WaitQueue<S, P>`] is a lock around a primitive's state `S` and a FIFO
+//! list of waiters. A waiter parks in [`WaitQueue::wait`] until its `poll`
+//! closure, run under the lock, says it is done. Whoever changes the state
+//! wakes waiters under the same lock, either all of them
+//! ([`Locked::notify_all`]) or the first one, *handing it* a payload `P`
+//! ([`Locked::notify_one`]): a permit, an item, a free slot. Hand-off is what
+//! makes the primitives fair (a newcomer cannot barge past a woken waiter)
+//! and lossless: a waiter that was handed something and then leaves — killed,
+//! timed out — gives it back through its `abandon` closure, under the lock, so
+//! the primitive passes it on.
 //!
 //! It works from green threads (which park on their hub) and from plain OS
 //! threads (which block in `std::thread::park`), so a primitive can be shared
-//! between both. Waiters leave the list however they leave `wait_until`,
-//! unwinding from a kill or a timeout included.
+//! between both. A waiter's entry leaves the list however the waiter leaves
+//! `wait`, unwinding from a kill or a timeout included.
+//!
+//! The lock orders everything: a waiter registers under it and then parks; a
+//! notifier takes it to wake. Either the notifier sees the entry, or the
+//! waiter's `poll` (under the lock) sees the new state. Wakers of green
+//! threads only push onto a run queue and never call back into a WaitQueue,
+//! so waking under the lock is safe.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use slab::Slab;
 use std::task::{Wake, Waker};
 use std::time::Instant;
 
+use slab::Slab;
+
 use crate::hub::{self, Header, Wait};
 
-/// The green threads and OS threads waiting on one primitive.
-///
-/// Entries carry a generation so that a waiter can remove exactly its own
-/// entry (slab keys are reused). `notify_all` drains every entry and records
-/// the generation it drained up to, so a woken waiter knows without the lock
-/// that its entry is gone.
-///
-/// The lock orders everything: a waiter registers under it and then checks
-/// its condition; a notifier makes the condition true, then takes the lock to
-/// wake. Either the notifier sees the entry, or the waiter sees the condition.
-pub(crate) struct WaitQueue {
-    inner: Mutex<Waiters>,
-    /// Every generation below this has been drained by `notify_all`.
-    drained_below: AtomicU64,
+const NIL: usize = usize::MAX;
+
+/// A primitive's state and the waiters on it, behind one lock.
+pub(crate) struct WaitQueue<S, P = ()> {
+    inner: Mutex<Locked<S, P>>,
 }
 
-struct Waiters {
-    entries: Slab<(u64, Waiter)>,
+/// What the lock guards: the state, and the list of waiters.
+pub(crate) struct Locked<S, P = ()> {
+    pub(crate) state: S,
+    nodes: Slab<Node<P>>,
+    /// The FIFO of waiters still waiting (notified ones are unlinked).
+    head: usize,
+    tail: usize,
+    waiting: usize,
     next_gen: u64,
+    /// Watchers (`wait_any` and friends): woken by every notification, handed
+    /// nothing, removed when woken. Few at a time, so a Vec.
+    watchers: Vec<(u64, Waker)>,
+}
+
+/// A registered watcher, for [`Locked::unwatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WatchKey(u64);
+
+struct Node<P> {
+    gen: u64,
+    waiter: Waiter,
+    prev: usize,
+    next: usize,
+    status: Status<P>,
+}
+
+enum Status<P> {
+    Waiting,
+    /// Woken; the payload, if any, is the waiter's until it takes it.
+    Notified(Option<P>),
 }
 
 /// Who waits. A green thread is named by its header without a reference
-/// count: its entry is removed (under the lock) before `wait_until` returns or
-/// unwinds, and a green thread cannot finish while inside `wait_until`, so the
-/// header outlives the entry. (A green thread leaked at shutdown keeps its
-/// header alive forever.)
+/// count: its node is removed (under the lock) before `wait` returns or
+/// unwinds, and a green thread cannot finish while inside `wait`, so the
+/// header outlives the node. (A green thread leaked at shutdown keeps its
+/// header alive for ever.)
 enum Waiter {
     Green(*const Header),
     Thread(Waker),
@@ -52,23 +84,24 @@ enum Waiter {
 unsafe impl Send for Waiter {}
 
 impl Waiter {
-    fn wake(self) {
+    fn wake(&self) {
         match self {
-            // SAFETY: the header is alive while its entry exists (see `Waiter`),
-            // and we are called with the entry just taken under the lock.
-            Waiter::Green(header) => unsafe { (*header).wake_ref() },
-            Waiter::Thread(waker) => waker.wake(),
+            // SAFETY: the header is alive while its node exists (see `Waiter`),
+            // and nodes are only woken under the lock, while they exist.
+            Waiter::Green(header) => unsafe { (**header).wake_ref() },
+            Waiter::Thread(waker) => waker.wake_by_ref(),
         }
     }
 }
 
-impl Default for WaitQueue {
-    fn default() -> Self {
-        WaitQueue::new()
-    }
+/// A registered waiter's node: slab key and generation (keys are reused).
+#[derive(Clone, Copy)]
+struct Ticket {
+    key: usize,
+    gen: u64,
 }
 
-/// Wakes a plain OS thread blocked in `wait_until`.
+/// Wakes a plain OS thread blocked in `wait`.
 struct ThreadWaker(std::thread::Thread);
 
 impl Wake for ThreadWaker {
@@ -88,84 +121,232 @@ fn thread_waker() -> Waker {
     WAKER.with(Waker::clone)
 }
 
-impl WaitQueue {
-    pub(crate) const fn new() -> WaitQueue {
-        WaitQueue {
-            inner: Mutex::new(Waiters {
-                entries: Slab::new(),
-                next_gen: 0,
-            }),
-            drained_below: AtomicU64::new(0),
+impl<S, P> Locked<S, P> {
+    /// Whether anyone waits (not counting woken waiters yet to run).
+    pub(crate) fn has_waiters(&self) -> bool {
+        self.waiting > 0
+    }
+
+    /// Wakes the first waiter, handing it `payload`; gives the payload back
+    /// if nobody waits.
+    pub(crate) fn notify_one(&mut self, payload: P) -> Result<(), P> {
+        self.wake_watchers();
+        let key = self.head;
+        if key == NIL {
+            return Err(payload);
+        }
+        self.unlink(key);
+        let node = &mut self.nodes[key];
+        node.status = Status::Notified(Some(payload));
+        node.waiter.wake();
+        Ok(())
+    }
+
+    /// Wakes every waiter, handing none of them anything.
+    pub(crate) fn notify_all(&mut self) {
+        self.wake_watchers();
+        while self.head != NIL {
+            let key = self.head;
+            self.unlink(key);
+            let node = &mut self.nodes[key];
+            node.status = Status::Notified(None);
+            node.waiter.wake();
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Waiters> {
+    /// Tells `waker` about the next change of state (any `notify_*`, or
+    /// [`Locked::wake_watchers`]): for waits on several primitives at once,
+    /// which take nothing and only look.
+    pub(crate) fn watch(&mut self, waker: &Waker) -> WatchKey {
+        let key = self.next_gen;
+        self.next_gen += 1;
+        self.watchers.push((key, waker.clone()));
+        WatchKey(key)
+    }
+
+    /// Stops watching (a no-op if the watcher was already woken).
+    pub(crate) fn unwatch(&mut self, key: WatchKey) {
+        self.watchers.retain(|(k, _)| *k != key.0);
+    }
+
+    /// Wakes the watchers: for state changes that wake no waiter (a value
+    /// becoming available to whoever comes, a queue closing).
+    pub(crate) fn wake_watchers(&mut self) {
+        for (_, waker) in self.watchers.drain(..) {
+            waker.wake();
+        }
+    }
+
+    fn register(&mut self, waiter: Waiter) -> Ticket {
+        let gen = self.next_gen;
+        self.next_gen += 1;
+        let key = self.nodes.insert(Node {
+            gen,
+            waiter,
+            prev: self.tail,
+            next: NIL,
+            status: Status::Waiting,
+        });
+        match self.tail {
+            NIL => self.head = key,
+            tail => self.nodes[tail].next = key,
+        }
+        self.tail = key;
+        self.waiting += 1;
+        Ticket { key, gen }
+    }
+
+    /// Takes a waiting node out of the FIFO (it stays in the slab).
+    fn unlink(&mut self, key: usize) {
+        let (prev, next) = (self.nodes[key].prev, self.nodes[key].next);
+        match prev {
+            NIL => self.head = next,
+            prev => self.nodes[prev].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            next => self.nodes[next].prev = prev,
+        }
+        self.waiting -= 1;
+    }
+
+    /// Removes the ticket's node; returns what it was handed, if anything.
+    /// (Only the waiter removes its node, so the ticket is always valid.)
+    fn leave(&mut self, ticket: Ticket) -> Option<P> {
+        let node = self.nodes.get(ticket.key).filter(|n| n.gen == ticket.gen)?;
+        if matches!(node.status, Status::Waiting) {
+            self.unlink(ticket.key);
+        }
+        match self.nodes.remove(ticket.key).status {
+            Status::Waiting => None,
+            Status::Notified(payload) => payload,
+        }
+    }
+
+    /// Whether the ticket's node has been woken.
+    fn notified(&self, ticket: Ticket) -> bool {
+        self.nodes
+            .get(ticket.key)
+            .is_some_and(|n| n.gen == ticket.gen && matches!(n.status, Status::Notified(_)))
+    }
+}
+
+impl<S, P> WaitQueue<S, P> {
+    pub(crate) const fn new(state: S) -> WaitQueue<S, P> {
+        WaitQueue {
+            inner: Mutex::new(Locked {
+                state,
+                nodes: Slab::new(),
+                head: NIL,
+                tail: NIL,
+                waiting: 0,
+                next_gen: 0,
+                watchers: Vec::new(),
+            }),
+        }
+    }
+
+    /// Locks the state (and the waiters, for `notify_*`). Never held across a
+    /// park. A panic while locked does not poison it: primitives keep their
+    /// state consistent at every step.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Locked<S, P>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn register(&self, who: impl FnOnce() -> Waiter) -> (usize, u64) {
-        let mut waiters = self.lock();
-        let gen = waiters.next_gen;
-        waiters.next_gen += 1;
-        let key = waiters.entries.insert((gen, who()));
-        (key, gen)
-    }
-
-    fn unregister(&self, (key, gen): (usize, u64)) {
-        if gen < self.drained_below.load(Ordering::Acquire) {
-            return; // notify_all took it already
-        }
-        let mut waiters = self.lock();
-        if waiters.entries.get(key).is_some_and(|e| e.0 == gen) {
-            waiters.entries.remove(key);
-        }
-    }
-
-    /// Parks the caller until `ready()` holds or `deadline` passes; returns
-    /// the last value of `ready()`. `ready` is evaluated after the caller's
-    /// waker is registered, so a notification between the check and the park
-    /// is never lost (`notify_all` callers make `ready` true first).
-    pub(crate) fn wait_until(
+    /// Parks the caller until `poll` returns `Some`, or until `deadline`
+    /// passes (then `None`).
+    ///
+    /// `poll(state, handed)` runs under the lock, first before parking and
+    /// again after every wake; `handed` is the payload a notifier handed this
+    /// waiter (at most once), which `poll` must consume. A waiter that gets
+    /// nothing it can use keeps its place only while it has not been woken;
+    /// once woken (`notify_all`, or a spurious wake) it queues again at the
+    /// back.
+    ///
+    /// If the waiter leaves without `poll` having run on a payload it was
+    /// handed (it was killed, or `with_timeout` expired around it),
+    /// `abandon(locked, payload)` runs under the lock to pass it on.
+    pub(crate) fn wait<R>(
         &self,
         wait: Wait,
         deadline: Option<Instant>,
-        mut ready: impl FnMut() -> bool,
-    ) -> bool {
-        if ready() {
-            return true;
+        mut poll: impl FnMut(&mut S, Option<P>) -> Option<R>,
+        abandon: impl FnOnce(&mut Locked<S, P>, P),
+    ) -> Option<R> {
+        {
+            let mut locked = self.lock();
+            if let Some(r) = poll(&mut locked.state, None) {
+                return Some(r);
+            }
         }
-        let header = hub::current_header_ptr();
-        let green = header.is_some();
-        let thread = if green { None } else { Some(thread_waker()) };
-        let who = || match (header, &thread) {
-            (Some(header), _) => Waiter::Green(header),
-            (None, Some(waker)) => Waiter::Thread(waker.clone()),
-            (None, None) => unreachable!("a thread waiter has a waker"),
+        let green = hub::current_header_ptr();
+        let thread = if green.is_some() {
+            None
+        } else {
+            Some(thread_waker())
         };
-        struct Leave<'a>(&'a WaitQueue, &'a Cell<Option<(usize, u64)>>);
-        impl Drop for Leave<'_> {
+        let who = || match (green, &thread) {
+            (Some(header), _) => Waiter::Green(header),
+            (_, Some(waker)) => Waiter::Thread(waker.clone()),
+            (None, None) => unreachable!("a plain thread has a waker"),
+        };
+
+        /// Removes the node however `wait` is left; passes on a payload
+        /// handed but never polled.
+        struct Leave<'a, S, P, A: FnOnce(&mut Locked<S, P>, P)> {
+            queue: &'a WaitQueue<S, P>,
+            ticket: Option<Ticket>,
+            abandon: Option<A>,
+        }
+        impl<S, P, A: FnOnce(&mut Locked<S, P>, P)> Drop for Leave<'_, S, P, A> {
             fn drop(&mut self) {
-                if let Some(entry) = self.1.get() {
-                    self.0.unregister(entry);
+                if let Some(ticket) = self.ticket.take() {
+                    let mut locked = self.queue.lock();
+                    if let Some(payload) = locked.leave(ticket) {
+                        if let Some(abandon) = self.abandon.take() {
+                            abandon(&mut locked, payload);
+                        }
+                    }
                 }
             }
         }
-        let entry = Cell::new(None);
-        let _leave = Leave(self, &entry);
+        let mut leave = Leave {
+            queue: self,
+            ticket: None,
+            abandon: Some(abandon),
+        };
+
         loop {
-            let registered = entry
-                .get()
-                .is_some_and(|(_, gen)| gen >= self.drained_below.load(Ordering::Acquire));
-            if !registered {
-                entry.set(Some(self.register(who)));
+            {
+                let mut locked = self.lock();
+                let handed = match leave.ticket {
+                    Some(ticket) if locked.notified(ticket) => {
+                        leave.ticket = None;
+                        locked.leave(ticket)
+                    }
+                    _ => None,
+                };
+                if let Some(r) = poll(&mut locked.state, handed) {
+                    if let Some(ticket) = leave.ticket.take() {
+                        if let Some(payload) = locked.leave(ticket) {
+                            // Handed something after all (cannot happen: we
+                            // checked under this lock); pass it on.
+                            if let Some(abandon) = leave.abandon.take() {
+                                abandon(&mut locked, payload);
+                            }
+                        }
+                    }
+                    return Some(r);
+                }
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    drop(locked);
+                    return None; // `leave` removes the node
+                }
+                if leave.ticket.is_none() {
+                    leave.ticket = Some(locked.register(who()));
+                }
             }
-            if ready() {
-                return true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return false;
-            }
-            match (green, deadline) {
+            match (green.is_some(), deadline) {
                 (true, Some(d)) => hub::park_until(wait, d),
                 (true, None) => hub::park(wait),
                 (false, Some(d)) => {
@@ -173,23 +354,12 @@ impl WaitQueue {
                 }
                 (false, None) => std::thread::park(),
             }
-            if ready() {
-                return true;
-            }
         }
     }
+}
 
-    /// Wakes every waiter. Waking never calls back into a WaitQueue, so it
-    /// is done under the lock (which also keeps the green headers alive).
-    pub(crate) fn notify_all(&self) {
-        let mut waiters = self.lock();
-        if waiters.entries.is_empty() {
-            return;
-        }
-        self.drained_below
-            .store(waiters.next_gen, Ordering::Release);
-        for (_, waiter) in waiters.entries.drain() {
-            waiter.wake();
-        }
+impl<S: Default, P> Default for WaitQueue<S, P> {
+    fn default() -> Self {
+        WaitQueue::new(S::default())
     }
 }
