@@ -3,7 +3,11 @@
 //! run on greenhub beside OS threads and tokio in the same run.
 //!
 //! - **prog1**: N tasks each sleep 200 ms; wall time from the first spawn until
-//!   all are joined (and, for greenhub, minor page faults per phase).
+//!   all are joined (and, for greenhub, minor page faults per phase). With
+//!   greenhub comes its *page-fault floor* (system name `floor`, in
+//!   `floor_sys`): the time to first-touch one 4 KiB page in each of N fresh
+//!   36 KiB stack slots: what N new dedicated stacks cost the kernel at the
+//!   least; greenhub's cold round is shown as a ratio to it.
 //! - **prog2**: N tasks parked (each sleeps an hour); resident memory per task.
 //! - **pingpong**: two tasks hand a token back and forth; time per round trip.
 //! - **spawn**: spawn and join trivial tasks; tasks per second.
@@ -17,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+mod floor_sys;
 mod greenhub_sys;
 mod proc;
 mod report;
@@ -63,7 +68,8 @@ const USAGE: &str = "\
 usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn> [--json] [--max-n N] [--systems a,b]
 
   talk       everything: prog1, prog2, pingpong, spawn
-  prog1      N tasks each sleep 200 ms; wall time (cold and warm rounds)
+  prog1      N tasks each sleep 200 ms; wall time (cold and warm rounds); with
+             greenhub, its page-fault floor (first touch of N fresh stack pages)
   prog2      N tasks parked (each sleeps an hour); resident memory per task
   pingpong   two tasks hand a token back and forth; time per round trip
   spawn      spawn and join trivial tasks; tasks per second
@@ -71,7 +77,8 @@ usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn> [--json] [--max-n N] [--
   --json          one JSON object per line instead of tables
   --max-n N       largest N for prog1/prog2, and at most N spawned tasks
                   (default 1000000; 100K or 1M are accepted too)
-  --systems a,b   a subset of greenhub,threads,tokio (default all)
+  --systems a,b   a subset of greenhub,threads,tokio (default all); the
+                  page-fault floor is measured whenever greenhub is
   --timeout SECS  kill a measurement's child process after SECS and report
                   it as refused (default 120)
 ";
@@ -186,7 +193,7 @@ fn main() -> ExitCode {
 fn child_main(args: &[String]) -> ExitCode {
     let parsed = match args {
         [b, s, n] => Bench::parse(b)
-            .zip(System::parse(s))
+            .zip(System::parse_any(s))
             .zip(n.parse::<usize>().ok()),
         _ => None,
     };
@@ -209,6 +216,10 @@ fn child_main(args: &[String]) -> ExitCode {
         (System::Greenhub, Bench::Prog2) => greenhub_sys::prog2(n),
         (System::Greenhub, Bench::PingPong) => greenhub_sys::pingpong(n),
         (System::Greenhub, Bench::Spawn) => greenhub_sys::spawn_bench(n),
+        (System::Floor, Bench::Prog1) => floor_sys::prog1(n),
+        (System::Floor, _) => {
+            report::emit_refused(None, "the page-fault floor is measured for prog1 only")
+        }
     }
     println!("@end");
     ExitCode::SUCCESS
@@ -229,6 +240,7 @@ fn expected_phases(bench: Bench, system: System) -> &'static [Option<&'static st
         (Bench::Prog1 | Bench::Spawn, System::Tokio | System::Greenhub) => {
             &[Some("cold"), Some("warm")]
         }
+        (Bench::Prog1, System::Floor) => &[Some("cold")],
         _ => &[None],
     }
 }
@@ -459,13 +471,24 @@ fn progress(bench: Bench, system: System, n: u64, started: Instant, records: &[R
     );
 }
 
+/// The systems a benchmark runs: those chosen, and for Prog 1 with greenhub,
+/// the page-fault floor right after it.
+fn systems_for(bench: Bench, chosen: &[System]) -> Vec<System> {
+    let mut systems = chosen.to_vec();
+    if bench == Bench::Prog1 && chosen.contains(&System::Greenhub) {
+        systems.push(System::Floor);
+    }
+    systems
+}
+
 /// Prog 1 or Prog 2 at every size, smallest first, each system in turn; a
 /// system refused at some N is not run at larger N.
 fn run_sized(bench: Bench, args: &Args, sizes: &[u64]) -> Vec<Record> {
     let mut all = Vec::new();
     let mut refused_at: Vec<(System, u64)> = Vec::new();
+    let systems = systems_for(bench, &args.systems);
     for &n in sizes {
-        for &system in &args.systems {
+        for &system in &systems {
             if let Some(&(_, at)) = refused_at.iter().find(|(s, _)| *s == system) {
                 let skipped = expected_phases(bench, system)
                     .iter()
@@ -531,6 +554,26 @@ mod tests {
         assert!(args("prog3").is_err());
         assert!(args("talk --systems go").is_err());
         assert!(args("talk --max-n 0").is_err());
+    }
+
+    #[test]
+    fn floor_goes_with_greenhub_prog1() {
+        use System::*;
+        assert_eq!(
+            systems_for(Bench::Prog1, &System::ALL),
+            vec![Threads, Tokio, Greenhub, Floor]
+        );
+        assert_eq!(
+            systems_for(Bench::Prog1, &[Greenhub]),
+            vec![Greenhub, Floor]
+        );
+        assert_eq!(systems_for(Bench::Prog1, &[Tokio]), vec![Tokio]);
+        assert_eq!(
+            systems_for(Bench::Prog2, &System::ALL),
+            System::ALL.to_vec()
+        );
+        assert!(args("talk --systems floor").is_err());
+        assert_eq!(System::parse_any("floor"), Some(Floor));
     }
 
     #[test]

@@ -42,22 +42,40 @@ pub enum System {
     Threads,
     Tokio,
     Greenhub,
+    /// Not a runtime: Prog 1's page-fault floor (see `floor_sys`), measured
+    /// whenever greenhub's Prog 1 is.
+    Floor,
 }
 
 impl System {
-    /// In the order of the tables' columns: the talk's baseline first.
+    /// The runtimes compared, which `--systems` chooses from, in the order of
+    /// the tables' columns: the talk's baseline first.
     pub const ALL: [System; 3] = [System::Threads, System::Tokio, System::Greenhub];
+    /// Everything a child process may measure: the runtimes and the floor.
+    pub const EVERY: [System; 4] = [
+        System::Threads,
+        System::Tokio,
+        System::Greenhub,
+        System::Floor,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             System::Threads => "threads",
             System::Tokio => "tokio",
             System::Greenhub => "greenhub",
+            System::Floor => "floor",
         }
     }
 
+    /// One of the runtimes compared, by name.
     pub fn parse(s: &str) -> Option<System> {
         System::ALL.into_iter().find(|b| b.name() == s)
+    }
+
+    /// A runtime or the floor, by name (for a child process's arguments).
+    pub fn parse_any(s: &str) -> Option<System> {
+        System::EVERY.into_iter().find(|b| b.name() == s)
     }
 }
 
@@ -107,6 +125,15 @@ pub type Metrics = Vec<(&'static str, Value)>;
 pub fn prog1_metrics(wall: Duration, minflt: u64) -> Metrics {
     vec![
         ("wall_s", Value::float(wall.as_secs_f64(), 4)),
+        ("minflt", Value::Int(minflt as i64)),
+    ]
+}
+
+/// Prog 1's page-fault floor: like [`prog1_metrics`], but to the µs, as the
+/// floor at small N is a fraction of a millisecond.
+pub fn floor_metrics(wall: Duration, minflt: u64) -> Metrics {
+    vec![
+        ("wall_s", Value::float(wall.as_secs_f64(), 6)),
         ("minflt", Value::Int(minflt as i64)),
     ]
 }
@@ -382,6 +409,18 @@ fn secs_label(s: f64) -> String {
     }
 }
 
+/// Short times to three significant digits or so: "412 µs", "41.2 ms",
+/// "4.12 s".
+fn fine_secs_label(s: f64) -> String {
+    if s < 1e-3 {
+        format!("{:.0} µs", s * 1e6)
+    } else if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
 fn mib_label(bytes: f64) -> String {
     let mib = bytes / (1u64 << 20) as f64;
     if mib.abs() < 1.0 {
@@ -511,10 +550,11 @@ fn finish(title: &str, mut body: String, notes: Notes, skipped: &[String]) -> St
     format!("{title}\n\n{body}")
 }
 
-/// One line per system that was skipped at some size, saying why.
-fn skipped_lines(records: &[Record], bench: Bench) -> Vec<String> {
+/// One line per system (of `systems`) that was skipped at some size, saying
+/// why.
+fn skipped_lines(records: &[Record], bench: Bench, systems: &[System]) -> Vec<String> {
     let mut lines = Vec::new();
-    for system in System::ALL {
+    for &system in systems {
         let skipped: Vec<&Record> = records
             .iter()
             .filter(|r| r.bench == bench && r.system == system)
@@ -532,8 +572,70 @@ fn skipped_lines(records: &[Record], bench: Bench) -> Vec<String> {
     lines
 }
 
-/// Prog 1: rows N; a column per system and phase, and greenhub's minor faults.
+/// Prog 1: rows N; a column per system and phase, and greenhub's minor faults;
+/// then, when greenhub is among the systems, the page-fault floor.
 pub fn prog1_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
+    let mut text = prog1_main_table(records, systems, sizes);
+    if systems.contains(&System::Greenhub) {
+        text.push('\n');
+        text.push_str(&prog1_floor_table(records, sizes));
+    }
+    text
+}
+
+/// Prog 1's page-fault floor beside greenhub's cold round: rows N.
+fn prog1_floor_table(records: &[Record], sizes: &[u64]) -> String {
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let header: Vec<String> = [
+        "N",
+        "page-fault floor",
+        "floor minflt",
+        "greenhub cold",
+        "gh cold / floor",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for &n in sizes {
+        let floor = idx.get(Bench::Prog1, System::Floor, Some(n), Some("cold"));
+        let gh = idx.get(Bench::Prog1, System::Greenhub, Some(n), Some("cold"));
+        let wall = |r: Option<&Record>| r.and_then(|r| r.metric("wall_s")).map(Value::as_f64);
+        let floor_cell = cell(floor, &mut notes, |r| {
+            r.metric("wall_s").map(|v| fine_secs_label(v.as_f64()))
+        });
+        let floor_faults = floor
+            .and_then(|r| r.metric("minflt"))
+            .map(|v| group(v.as_f64() as u64))
+            .unwrap_or_else(|| "—".into());
+        // A refusal of greenhub's is told in the table above.
+        let gh_cell = wall(gh).map_or_else(|| "—".into(), secs_label);
+        let ratio = match (wall(gh), wall(floor)) {
+            (Some(g), Some(f)) if f > 0.0 => format!("{:.2}", g / f),
+            _ => "—".into(),
+        };
+        rows.push(vec![
+            size_label(n),
+            floor_cell,
+            floor_faults,
+            gh_cell,
+            ratio,
+        ]);
+    }
+    finish(
+        "Prog 1's page-fault floor: the time to first-touch one 4 KiB page in each of N fresh\n\
+         36 KiB stack slots: what N new dedicated stacks cost the kernel at the least (32 KiB\n\
+         stack + 4 KiB guard, greenhub's default slot; one byte written near the top of each,\n\
+         in a fresh process; floor minflt: its minor page faults). gh cold / floor: greenhub's\n\
+         cold round over the floor (the target at 1M: at most 1.20). Greenhub's round includes\n\
+         the 200 ms sleep, so at small N the ratio says nothing; at 1M faults dominate.",
+        table(&header, &rows),
+        notes,
+        &skipped_lines(records, Bench::Prog1, &[System::Floor]),
+    )
+}
+
+fn prog1_main_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
     let idx = Index { records };
     let mut notes = Notes::default();
     let mut header = vec!["N".to_string()];
@@ -551,6 +653,8 @@ pub fn prog1_table(records: &[Record], systems: &[System], sizes: &[u64]) -> Str
                 cols.push((s, Some("cold"), "minflt"));
                 cols.push((s, Some("warm"), "minflt"));
             }
+            // In a table of its own, below.
+            System::Floor => {}
         }
     }
     for (s, phase, metric) in &cols {
@@ -597,7 +701,7 @@ pub fn prog1_table(records: &[Record], systems: &[System], sizes: &[u64]) -> Str
          threads 207 ms / 327 ms / 2.55 s / 25.42 s; gevent 204 ms / 223 ms / 421 ms / 3.06 s",
         body,
         notes,
-        &skipped_lines(records, Bench::Prog1),
+        &skipped_lines(records, Bench::Prog1, &System::ALL),
     )
 }
 
@@ -638,7 +742,7 @@ pub fn prog2_table(records: &[Record], systems: &[System], sizes: &[u64]) -> Str
          threads 4.9 GB / 11.8 GB / 82 GB / ?; gevent 33 MB / 41 MB / 114 MB / 858 MB",
         body,
         notes,
-        &skipped_lines(records, Bench::Prog2),
+        &skipped_lines(records, Bench::Prog2, &System::ALL),
     )
 }
 
@@ -762,6 +866,33 @@ mod tests {
     }
 
     #[test]
+    fn prog1_floor_table() {
+        let rec = |system, phase: &str, wall: f64, minflt: i64| Record {
+            bench: Bench::Prog1,
+            system,
+            n: Some(1_000_000),
+            phase: Some(phase.into()),
+            outcome: Outcome::Measured(vec![
+                ("wall_s".into(), Value::Float(wall)),
+                ("minflt".into(), Value::Int(minflt)),
+            ]),
+        };
+        let records = vec![
+            rec(System::Greenhub, "cold", 4.7, 1_000_500),
+            rec(System::Greenhub, "warm", 0.9, 30),
+            rec(System::Floor, "cold", 3.9163, 1_000_012),
+        ];
+        let text = prog1_table(&records, &System::ALL, &[1_000_000]);
+        assert!(text.contains("page-fault floor"), "{text}");
+        let row = text.lines().rev().find(|l| l.starts_with("1M")).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells, ["1M", "3.92 s", "1,000,012", "4.70 s", "1.20"]);
+        // No greenhub, no floor.
+        let text = prog1_table(&records, &[System::Tokio], &[1_000_000]);
+        assert!(!text.contains("page-fault floor"), "{text}");
+    }
+
+    #[test]
     fn labels() {
         assert_eq!(group(1234567), "1,234,567");
         assert_eq!(group(999), "999");
@@ -769,6 +900,9 @@ mod tests {
         assert_eq!(size_label(1_000_000), "1M");
         assert_eq!(secs_label(0.2071), "207 ms");
         assert_eq!(secs_label(2.554), "2.55 s");
+        assert_eq!(fine_secs_label(0.000412), "412 µs");
+        assert_eq!(fine_secs_label(0.04123), "41.2 ms");
+        assert_eq!(fine_secs_label(4.123), "4.12 s");
         assert_eq!(Value::float(f64::NAN, 1).json(), "null");
     }
 }
