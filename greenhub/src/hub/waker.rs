@@ -50,6 +50,9 @@ pub(crate) struct Header {
     /// The outermost expired `with_timeout` not yet delivered (0: none).
     /// Hub thread only, like `killed`.
     pub(crate) timeout: AtomicU64,
+    /// Set while this green thread unwinds (a panic, a kill, a timeout):
+    /// no cancellation is delivered then. Hub thread only.
+    pub(crate) unwinding: AtomicBool,
 }
 
 impl Header {
@@ -62,6 +65,7 @@ impl Header {
             hub,
             killed: AtomicBool::new(false),
             timeout: AtomicU64::new(0),
+            unwinding: AtomicBool::new(false),
         }
     }
 
@@ -74,6 +78,13 @@ impl Header {
 
 impl Header {
     /// Makes the green thread runnable (see the state diagram).
+    ///
+    /// Every path is a read-modify-write, even when there is nothing to do
+    /// (QUEUED, NOTIFIED, DONE): the hub moves the state on with a swap, which
+    /// then reads from this write, so whatever the waker did before waking
+    /// (made a condition true) is visible to the green thread when it runs.
+    /// A plain load here would let both sides read stale values (the
+    /// store-buffering pattern) and lose the wake.
     #[inline]
     pub(crate) fn wake_ref(&self) {
         let mut state = self.state.load(Ordering::Acquire);
@@ -81,13 +92,13 @@ impl Header {
             let next = match state {
                 PARKED => QUEUED,
                 RUNNING => NOTIFIED,
-                _ => return,
+                other => other,
             };
             match self
                 .state
                 .compare_exchange_weak(state, next, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) if next == QUEUED => return super::schedule(self),
+                Ok(_) if state == PARKED => return super::schedule(self),
                 Ok(_) => return,
                 Err(actual) => state = actual,
             }

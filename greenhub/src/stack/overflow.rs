@@ -19,10 +19,13 @@ use super::{Header, HEADER_SIZE, NAME_MAX};
 /// Chunks the handler knows; beyond this, overflows are plain SIGSEGVs.
 const REGISTRY_SIZE: usize = 8192;
 
-/// One registered chunk. `start == 0` means the entry is free. Writers fill
-/// `end` and `slot` before publishing `start` with Release; the handler loads
-/// `start` with Acquire before reading the others.
+/// One registered chunk. `start == 0` means the entry is free. Entries are
+/// reused, so each has a sequence number (a seqlock): a writer makes it odd,
+/// writes, makes it even again; the handler reads it before and after the
+/// fields and ignores the entry if it changed or was odd, so it never pairs
+/// an old `start` with a new `end`.
 struct Entry {
+    seq: AtomicUsize,
     start: AtomicUsize,
     end: AtomicUsize,
     slot: AtomicUsize,
@@ -30,6 +33,7 @@ struct Entry {
 
 #[allow(clippy::declare_interior_mutable_const)]
 const EMPTY: Entry = Entry {
+    seq: AtomicUsize::new(0),
     start: AtomicUsize::new(0),
     end: AtomicUsize::new(0),
     slot: AtomicUsize::new(0),
@@ -49,9 +53,11 @@ pub(super) fn register_chunk(start: usize, end: usize, slot: usize) -> Option<us
             .is_ok()
         {
             let entry = &REGISTRY[i];
-            entry.end.store(end, Ordering::Relaxed);
-            entry.slot.store(slot, Ordering::Relaxed);
+            entry.seq.fetch_add(1, Ordering::AcqRel); // odd: being written
+            entry.end.store(end, Ordering::Release);
+            entry.slot.store(slot, Ordering::Release);
             entry.start.store(start, Ordering::Release);
+            entry.seq.fetch_add(1, Ordering::AcqRel); // even: stable
             HIGH_WATER.fetch_max(i + 1, Ordering::Release);
             return Some(i);
         }
@@ -61,7 +67,10 @@ pub(super) fn register_chunk(start: usize, end: usize, slot: usize) -> Option<us
 
 /// Forgets a chunk before it is unmapped.
 pub(super) fn unregister_chunk(i: usize) {
-    REGISTRY[i].start.store(0, Ordering::Release);
+    let entry = &REGISTRY[i];
+    entry.seq.fetch_add(1, Ordering::AcqRel);
+    entry.start.store(0, Ordering::Release);
+    entry.seq.fetch_add(1, Ordering::AcqRel);
     CLAIMED[i].store(0, Ordering::Release);
 }
 
@@ -73,6 +82,8 @@ static OLD_BUS: AtomicPtr<libc::sigaction> = AtomicPtr::new(std::ptr::null_mut()
 pub(crate) fn install_overflow_handler() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
+        // The handler reads the page size; make sure it never computes it.
+        super::sys::page_size();
         for (sig, old) in [(libc::SIGSEGV, &OLD_SEGV), (libc::SIGBUS, &OLD_BUS)] {
             let prev = Box::into_raw(Box::new(MaybeUninit::<libc::sigaction>::zeroed()));
             // SAFETY: a zeroed sigaction is a valid value; we fill the fields
@@ -97,7 +108,9 @@ pub(crate) fn install_overflow_handler() {
 /// this covers threads made by other means. The stack is kept for the thread's
 /// life (a few pages per hub thread).
 pub(crate) fn ensure_alt_stack() {
-    // SAFETY: sigaltstack with a null new stack only reads the current one.
+    // SAFETY: sigaltstack with a null new stack only reads the current one;
+    // the new stack installed below is memory from `reserve` that is never
+    // unmapped, so it stays valid for any signal the thread may take.
     unsafe {
         let mut current: libc::stack_t = std::mem::zeroed();
         if libc::sigaltstack(std::ptr::null(), &mut current) != 0 {
@@ -126,13 +139,17 @@ fn guard_hit(addr: usize) -> Option<(usize, usize)> {
     let page = super::sys::page_size();
     let high = HIGH_WATER.load(Ordering::Acquire);
     for entry in &REGISTRY[..high] {
+        let seq = entry.seq.load(Ordering::Acquire);
+        if seq % 2 == 1 {
+            continue; // being rewritten: not a chunk in use by this thread
+        }
         let start = entry.start.load(Ordering::Acquire);
-        if start == 0 || addr < start {
+        let end = entry.end.load(Ordering::Acquire);
+        let slot = entry.slot.load(Ordering::Acquire);
+        if entry.seq.load(Ordering::Acquire) != seq {
             continue;
         }
-        let end = entry.end.load(Ordering::Relaxed);
-        let slot = entry.slot.load(Ordering::Relaxed);
-        if addr >= end || slot == 0 {
+        if start == 0 || addr < start || addr >= end || slot == 0 {
             continue;
         }
         let slot_start = start + (addr - start) / slot * slot;
@@ -147,8 +164,10 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
     // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
     let addr = unsafe { (*info).si_addr() } as usize;
     if let Some((header_addr, _slot)) = guard_hit(addr) {
-        // SAFETY: the header lies inside a registered, mapped slot (registry
-        // entries are removed before their chunk is unmapped).
+        // SAFETY: the header lies inside a registered slot of a consistent
+        // registry entry (seqlock). Its chunk is mapped: the faulting thread
+        // was running on a stack of it, and a chunk is unmapped only when no
+        // stack of it is in use (its entry is cleared before that).
         let header = unsafe { &*(header_addr as *const Header) };
         let mut buf = Writer::new();
         buf.put(b"green thread ");
