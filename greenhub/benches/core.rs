@@ -91,6 +91,33 @@ fn sleep_zero(iters: u64) -> f64 {
     .unwrap()
 }
 
+/// Two green threads sharing one compact execution stack, each with `live`
+/// bytes of frame below its entry: every switch evicts one and restores the
+/// other. Round trip = two switches.
+fn compact_switch<const LIVE: usize>(iters: u64) -> f64 {
+    // SAFETY: nothing here lends stack memory out.
+    let hub = unsafe { greenhub::HubBuilder::new().compact_stacks(1, 64 * 1024) };
+    hub.run(move || {
+        fn side<const LIVE: usize>(iters: u64) {
+            let mut frame = [0u8; LIVE];
+            std::hint::black_box(&mut frame);
+            for _ in 0..iters {
+                greenhub::yield_now();
+            }
+            std::hint::black_box(&frame);
+        }
+        let other = greenhub::spawn(move || side::<LIVE>(iters));
+        let me = greenhub::spawn(move || {
+            let start = Instant::now();
+            side::<LIVE>(iters);
+            start.elapsed().as_nanos() as f64 / iters as f64
+        });
+        other.join().unwrap();
+        me.join().unwrap()
+    })
+    .unwrap()
+}
+
 fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let want = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
@@ -110,6 +137,20 @@ fn main() {
         report(
             "spawn + join (warm)",
             (0..5).map(|_| spawn_join(1_000, 1_000)).collect(),
+        );
+    }
+    if want("compact") {
+        report(
+            "compact switch round trip, 64 B live",
+            (0..5).map(|_| compact_switch::<64>(200_000)).collect(),
+        );
+        report(
+            "compact switch round trip, 1 KiB live",
+            (0..5).map(|_| compact_switch::<1024>(200_000)).collect(),
+        );
+        report(
+            "compact switch round trip, 4 KiB live",
+            (0..5).map(|_| compact_switch::<4096>(200_000)).collect(),
         );
     }
     if want("sleep") {

@@ -54,7 +54,10 @@ fn one_green_thread_unwinding_does_not_block_cancellation_of_the_others() {
         let (timed_out, took) = b.join().unwrap();
         assert!(timed_out);
         assert!(took < Duration::from_millis(300), "timeout took {took:?}");
-        assert!(kill_took < Duration::from_millis(300), "kill took {kill_took:?}");
+        assert!(
+            kill_took < Duration::from_millis(300),
+            "kill took {kill_took:?}"
+        );
         assert!(a.join().unwrap_err().is_panic());
     })
     .unwrap();

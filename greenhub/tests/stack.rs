@@ -325,36 +325,39 @@ fn running_out_of_mappings_is_a_clear_error() {
         greenhub::testing::force_mprotect_guards();
         // About 20K green threads, on this machine or one with a raised limit.
         leave_mappings(40_000);
-        run(|| {
-            let mut handles = Vec::with_capacity(100_000);
-            let mut error = None;
-            while handles.len() < 100_000 {
-                match Builder::new().spawn(|| sleep(Duration::from_secs(60))) {
-                    Ok(h) => handles.push(h),
-                    Err(e) => {
-                        error = Some(e);
-                        break;
+        // Dedicated stacks: compact ones share a few stacks and never reach the limit.
+        greenhub::HubBuilder::new()
+            .dedicated_stacks()
+            .run(|| {
+                let mut handles = Vec::with_capacity(100_000);
+                let mut error = None;
+                while handles.len() < 100_000 {
+                    match Builder::new().spawn(|| sleep(Duration::from_secs(60))) {
+                        Ok(h) => handles.push(h),
+                        Err(e) => {
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                    if handles.len() % 1000 == 0 {
+                        yield_now(); // let them start and park
                     }
                 }
-                if handles.len() % 1000 == 0 {
-                    yield_now(); // let them start and park
-                }
-            }
-            let error = error.expect("the mapping limit was never reached");
-            println!("spawned={}", handles.len());
-            println!("error={error}");
-            kill_all(&handles);
-            let killed = handles
-                .into_iter()
-                .filter(|h| h.is_finished())
-                .map(|h| h.join())
-                .filter(|r| matches!(r, Err(greenhub::JoinError::Killed)))
-                .count();
-            println!("killed={killed}");
-            // Their stacks went back to the pool: spawning works again.
-            assert_eq!(spawn(|| 5).join().unwrap(), 5);
-        })
-        .unwrap();
+                let error = error.expect("the mapping limit was never reached");
+                println!("spawned={}", handles.len());
+                println!("error={error}");
+                kill_all(&handles);
+                let killed = handles
+                    .into_iter()
+                    .filter(|h| h.is_finished())
+                    .map(|h| h.join())
+                    .filter(|r| matches!(r, Err(greenhub::JoinError::Killed)))
+                    .count();
+                println!("killed={killed}");
+                // Their stacks went back to the pool: spawning works again.
+                assert_eq!(spawn(|| 5).join().unwrap(), 5);
+            })
+            .unwrap();
         println!("clean exit");
         return;
     }
@@ -382,21 +385,23 @@ fn the_mapping_limit_leaves_room_for_the_rest_of_the_process() {
     if in_child() {
         greenhub::testing::force_mprotect_guards();
         leave_mappings(40_000);
-        run(|| {
-            let mut handles = Vec::new();
-            while Builder::new()
-                .spawn(|| sleep(Duration::from_secs(60)))
-                .map(|h| handles.push(h))
-                .is_ok()
-            {}
-            let t = std::thread::Builder::new().spawn(|| 1);
-            println!(
-                "thread={:?}",
-                t.map(|t| t.join().unwrap()).map_err(|e| e.to_string())
-            );
-            kill_all(&handles);
-        })
-        .unwrap();
+        greenhub::HubBuilder::new()
+            .dedicated_stacks()
+            .run(|| {
+                let mut handles = Vec::new();
+                while Builder::new()
+                    .spawn(|| sleep(Duration::from_secs(60)))
+                    .map(|h| handles.push(h))
+                    .is_ok()
+                {}
+                let t = std::thread::Builder::new().spawn(|| 1);
+                println!(
+                    "thread={:?}",
+                    t.map(|t| t.join().unwrap()).map_err(|e| e.to_string())
+                );
+                kill_all(&handles);
+            })
+            .unwrap();
         return;
     }
     let child = run_child("the_mapping_limit_leaves_room_for_the_rest_of_the_process");

@@ -43,7 +43,7 @@ use std::{fmt, io};
 use slab::Slab;
 
 use crate::coroutine::{Coroutine, Suspender};
-use crate::stack::{GreenStack, StackPool};
+use crate::stack::{ExecStack, Image, StackPool};
 use crate::Error;
 use timer::{TimerKey, TimerWheel};
 pub(crate) use waker::Header;
@@ -71,6 +71,8 @@ pub(crate) struct Config {
     pub(crate) stack_size: usize,
     pub(crate) main_stack_size: usize,
     pub(crate) max_warm_stacks: usize,
+    /// Compact mode: how many shared execution stacks, of what usable size.
+    pub(crate) compact: Option<(usize, usize)>,
 }
 
 /// The part of a hub that other threads may touch.
@@ -145,10 +147,27 @@ enum TimerAction {
 /// A green thread as its hub sees it.
 struct Task {
     /// Taken out while the green thread runs (the slab may grow meanwhile).
+    /// None also for a compact green thread that has not started: its
+    /// coroutine is made once its execution stack is free (making it writes
+    /// the first frame onto that stack).
     co: Option<Coroutine>,
+    /// The entry of a compact green thread not started yet.
+    start: Option<Entry>,
+    /// A compact green thread's saved stack (None: dedicated stack).
+    image: Option<Box<Image>>,
     header: Arc<Header>,
     suspender: Option<Suspender>,
     wait: Wait,
+}
+
+/// A green thread's entry, kept until its coroutine is made (compact mode).
+type Entry = Box<dyn FnOnce(Suspender)>;
+
+/// The shared execution stacks of a hub in compact mode.
+struct Compact {
+    execs: RefCell<Vec<ExecStack>>,
+    /// Bytes below a recorded stack pointer that a suspended coroutine uses.
+    depth: usize,
 }
 
 /// A hub. Lives in a `Box` for the duration of [`run`], reachable through the
@@ -174,6 +193,7 @@ pub(crate) struct Hub {
     io_sources: Cell<usize>,
     /// Headers of finished green threads that nothing refers to any more.
     spare_headers: RefCell<Vec<Arc<Header>>>,
+    compact: Option<Compact>,
 }
 
 thread_local! {
@@ -260,6 +280,37 @@ pub(crate) fn current_header_ptr() -> Option<*const Header> {
     with_hub(|hub| hub.running().map(|h| h as *const Header)).flatten()
 }
 
+/// Marks the current green thread as unwinding (from the panic hook).
+pub(crate) fn mark_unwinding() {
+    with_hub(|hub| {
+        if let Some(header) = hub.running() {
+            header.unwinding.store(true, Ordering::Relaxed);
+        }
+    });
+}
+
+/// The current green thread caught its unwind (greenhub's own catch points).
+pub(crate) fn clear_unwinding() {
+    with_hub(|hub| {
+        if let Some(header) = hub.running() {
+            header.unwinding.store(false, Ordering::Relaxed);
+        }
+    });
+}
+
+/// Makes the panic hook tell the hub which green thread starts unwinding
+/// (chained before whatever hook was installed). Once per process.
+fn install_panic_marker() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            mark_unwinding();
+            previous(info);
+        }));
+    });
+}
+
 /// Whether the current green thread has been killed.
 pub(crate) fn current_killed() -> bool {
     with_hub(|hub| {
@@ -278,6 +329,28 @@ impl Hub {
     fn new(config: Config) -> io::Result<Hub> {
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)?;
+        let mut stacks = StackPool::new(config.max_warm_stacks);
+        let compact = match config.compact {
+            None => None,
+            Some((count, size)) => {
+                let mut execs = Vec::with_capacity(count.max(1));
+                for _ in 0..count.max(1) {
+                    execs.push(ExecStack {
+                        stack: stacks.get(size)?,
+                        occupant: None,
+                        bound: 0,
+                        blocked: Vec::new(),
+                    });
+                }
+                let probe = stacks.get(size)?;
+                let (depth, probe) = crate::coroutine::suspend_depth(probe);
+                stacks.put(probe);
+                Some(Compact {
+                    execs: RefCell::new(execs),
+                    depth,
+                })
+            }
+        };
         Ok(Hub {
             shared: Arc::new(Shared {
                 inbox: Mutex::new(Vec::new()),
@@ -285,7 +358,7 @@ impl Hub {
                 sleeping: AtomicBool::new(false),
                 waker,
             }),
-            stacks: RefCell::new(StackPool::new(config.max_warm_stacks)),
+            stacks: RefCell::new(stacks),
             config,
             tasks: RefCell::new(Slab::new()),
             run_queue: RefCell::new(VecDeque::new()),
@@ -298,6 +371,7 @@ impl Hub {
             next_timeout: Cell::new(1),
             io_sources: Cell::new(0),
             spare_headers: RefCell::new(Vec::new()),
+            compact,
         })
     }
 
@@ -310,10 +384,17 @@ impl Hub {
         name: Option<Arc<str>>,
         make_body: impl FnOnce(u32, u64) -> B,
     ) -> io::Result<(u32, u64)> {
-        let size = stack_size.unwrap_or(self.config.stack_size);
-        let mut stack: GreenStack = self.stacks.borrow_mut().get(size)?;
+        // Compact mode serves green threads of the default size; an explicit
+        // size (the main green thread's too) gets a dedicated stack.
+        let compact = self.compact.as_ref().filter(|_| stack_size.is_none());
+        let stack = match compact {
+            Some(_) => None,
+            None => {
+                let size = stack_size.unwrap_or(self.config.stack_size);
+                Some(self.stacks.borrow_mut().get(size)?)
+            }
+        };
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-        stack.set_owner(id, name.as_deref());
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let key = entry.key() as u32;
@@ -327,15 +408,38 @@ impl Hub {
             None => Arc::new(Header::new(key, id, name, self.shared.clone())),
         };
         let body = make_body(key, id);
-        let co = Coroutine::new(stack, move |suspender| {
+        let start = move |suspender| {
             with_hub(|hub| {
                 hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender);
                 hub.current_suspender.set(Some(suspender));
             });
             body();
-        });
+        };
+        let (co, start, image): (_, Option<Entry>, _) = match stack {
+            Some(mut stack) => {
+                stack.set_owner(id, header.name.as_deref());
+                (Some(Coroutine::new(stack, start)), None, None)
+            }
+            None => {
+                let compact = compact.expect("no stack means compact mode");
+                let mut execs = compact.execs.borrow_mut();
+                let (exec, least) = execs
+                    .iter_mut()
+                    .enumerate()
+                    .min_by_key(|(_, e)| e.bound)
+                    .expect("compact mode has execution stacks");
+                least.bound += 1;
+                let image = Image {
+                    exec,
+                    ..Image::default()
+                };
+                (None, Some(Box::new(start)), Some(Box::new(image)))
+            }
+        };
         entry.insert(Task {
-            co: Some(co),
+            co,
+            start,
+            image,
             header,
             suspender: None,
             wait: Wait::local("start"),
@@ -343,6 +447,77 @@ impl Hub {
         drop(tasks);
         self.run_queue.borrow_mut().push_back(key);
         Ok((key, id))
+    }
+
+    /// Compact mode: puts green thread `key`'s stack bytes on its execution
+    /// stack, evicting the occupant. False if the occupant is pinned: then
+    /// `key` waits on the execution stack's blocked list.
+    fn make_resident(&self, key: u32) -> bool {
+        let Some(compact) = &self.compact else {
+            return true;
+        };
+        let mut tasks = self.tasks.borrow_mut();
+        let Some(exec_index) = tasks[key as usize].image.as_ref().map(|i| i.exec) else {
+            return true; // a dedicated stack
+        };
+        let mut execs = compact.execs.borrow_mut();
+        let exec = &mut execs[exec_index];
+        match exec.occupant {
+            Some(occupant) if occupant == key => return true,
+            Some(occupant) => {
+                let image = tasks[occupant as usize]
+                    .image
+                    .as_mut()
+                    .expect("occupants are compact");
+                if image.pinned > 0 {
+                    exec.blocked.push(key);
+                    return false;
+                }
+                image.evict(&exec.stack, compact.depth);
+            }
+            None => {}
+        }
+        let task = &mut tasks[key as usize];
+        match task.start.take() {
+            // First run: making the coroutine writes its first frame.
+            Some(start) => task.co = Some(Coroutine::new(exec.stack.share(), start)),
+            None => task.image.as_mut().expect("compact").restore(&exec.stack),
+        }
+        exec.occupant = Some(key);
+        exec.stack
+            .set_owner(task.header.id, task.header.name.as_deref());
+        true
+    }
+
+    /// Compact mode: how many green threads are evicted, and the stack bytes
+    /// they keep on the heap.
+    pub(crate) fn evicted_bytes(&self) -> (usize, usize) {
+        let tasks = self.tasks.borrow();
+        tasks
+            .iter()
+            .filter_map(|(_, t)| t.image.as_ref())
+            .filter(|i| i.saved() > 0)
+            .fold((0, 0), |(n, bytes), i| (n + 1, bytes + i.saved()))
+    }
+
+    /// Keeps the current green thread on its execution stack (compact mode)
+    /// until the matching `unpin`.
+    pub(crate) fn pin(&self, delta: i32) {
+        let Some(compact) = &self.compact else {
+            return;
+        };
+        let Some(key) = self.current.get() else {
+            return;
+        };
+        let mut tasks = self.tasks.borrow_mut();
+        let Some(image) = tasks[key as usize].image.as_mut() else {
+            return;
+        };
+        image.pinned = image.pinned.saturating_add_signed(delta);
+        if image.pinned == 0 {
+            let blocked = std::mem::take(&mut compact.execs.borrow_mut()[image.exec].blocked);
+            self.run_queue.borrow_mut().extend(blocked);
+        }
     }
 
     /// Asks the green thread `(key, id)` to unwind at its blocking point (see
@@ -420,8 +595,7 @@ impl Hub {
         // RUNNING or NOTIFIED: either way it runs again after this turn.
         header.state.store(QUEUED, Ordering::Release);
         self.run_queue.borrow_mut().push_back(header.key);
-        // SAFETY: we run on the current green thread, whose suspender this is.
-        unsafe { suspender.suspend() };
+        self.switch_out(suspender);
         Self::deliver_cancel(header);
     }
 
@@ -440,16 +614,31 @@ impl Hub {
             .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            // SAFETY: we run on the current green thread, whose suspender this is.
-            unsafe { suspender.suspend() };
+            self.switch_out(suspender);
         } else {
-            // NOTIFIED: a wake came in while we ran; consume it.
-            header.state.store(RUNNING, Ordering::Release);
+            // NOTIFIED: a wake came in while we ran; consume it. A swap, not a
+            // store: it reads the waker's write, so what the waker published
+            // before waking is visible to us (see waker.rs).
+            header.state.swap(RUNNING, Ordering::AcqRel);
         }
         if let Some(timer) = timer {
             self.timers.borrow_mut().cancel(timer);
         }
         Self::deliver_cancel(header);
+    }
+
+    /// Suspends the running green thread back to the hub loop. In compact
+    /// mode the stack pointer is recorded for a later eviction.
+    #[inline]
+    fn switch_out(&self, suspender: Suspender) {
+        if self.compact.is_some() {
+            // SAFETY: called only from the park and yield paths, which run on
+            // the current green thread, whose suspender this is.
+            unsafe { suspender.suspend_recording_sp() }
+        } else {
+            // SAFETY: as above.
+            unsafe { suspender.suspend() }
+        }
     }
 
     /// Unwinds the current green thread if it was killed or timed out.
@@ -462,9 +651,20 @@ impl Hub {
 
     #[cold]
     fn deliver_cancel_slow(header: &Header) {
-        if std::thread::panicking() {
-            return;
+        // Never start an unwind inside an unwind (a destructor that parks):
+        // that would abort. `thread::panicking()` cannot tell, since it
+        // counts for the whole OS thread, all its green threads together; the
+        // header's own flag is set when this green thread starts unwinding
+        // (here, or by the panic hook) and cleared where greenhub catches.
+        if header.unwinding.load(Ordering::Relaxed) {
+            if std::thread::panicking() {
+                return;
+            }
+            // Nobody on this OS thread unwinds any more: a user catch_unwind
+            // ended ours.
+            header.unwinding.store(false, Ordering::Relaxed);
         }
+        header.unwinding.store(true, Ordering::Relaxed);
         if header.killed.load(Ordering::Relaxed) {
             std::panic::resume_unwind(Box::new(Killed));
         }
@@ -474,10 +674,14 @@ impl Hub {
 
     /// Runs one green thread until it parks, yields or finishes.
     fn resume(&self, key: u32) {
+        if self.compact.is_some() && !self.make_resident(key) {
+            return; // waits for a pinned occupant (see `pin`)
+        }
         let mut co = {
             let mut tasks = self.tasks.borrow_mut();
             let task = &mut tasks[key as usize];
-            task.header.state.store(RUNNING, Ordering::Release);
+            // A swap (see waker.rs): synchronises with the wake that queued it.
+            task.header.state.swap(RUNNING, Ordering::AcqRel);
             self.current_header.set(Arc::as_ptr(&task.header));
             self.current_suspender.set(task.suspender);
             task.co
@@ -492,7 +696,17 @@ impl Hub {
         if finished {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
-            self.stacks.borrow_mut().put(co.into_stack());
+            match (&task.image, &self.compact) {
+                (Some(image), Some(compact)) => {
+                    let mut execs = compact.execs.borrow_mut();
+                    let exec = &mut execs[image.exec];
+                    exec.occupant = None;
+                    exec.bound -= 1;
+                    // The stack is the execution stack's: nothing to give back.
+                    drop(co);
+                }
+                _ => self.stacks.borrow_mut().put(co.into_stack()),
+            }
             // No waker holds the header: keep it for the next spawn.
             if Arc::strong_count(&task.header) == 1 {
                 let mut spare = self.spare_headers.borrow_mut();
@@ -501,7 +715,12 @@ impl Hub {
                 }
             }
         } else {
-            self.tasks.borrow_mut()[key as usize].co = Some(co);
+            let mut tasks = self.tasks.borrow_mut();
+            let task = &mut tasks[key as usize];
+            if let Some(image) = task.image.as_mut() {
+                image.sp = crate::coroutine::last_suspend_sp();
+            }
+            task.co = Some(co);
         }
     }
 
@@ -652,7 +871,13 @@ impl Hub {
                 let next_timer = self.timers.borrow().next_deadline();
                 match next_timer {
                     Some(deadline) => self.poll(Some(deadline.saturating_duration_since(now))),
-                    None if other_threads_exist() => self.poll(Some(REMOTE_RECHECK)),
+                    // Only another OS thread could still end a wait, and only
+                    // a wait on something it can reach (as in deadlock_report).
+                    None if self.tasks.borrow().iter().any(|(_, t)| t.wait.shared)
+                        && other_threads_exist() =>
+                    {
+                        self.poll(Some(REMOTE_RECHECK))
+                    }
                     None => return false,
                 }
             }
@@ -722,6 +947,7 @@ pub(crate) fn run<T: 'static>(
     }
     crate::stack::install_overflow_handler();
     crate::stack::ensure_alt_stack();
+    install_panic_marker();
     let hub = Box::new(Hub::new(config).map_err(Error::Io)?);
     struct Reset;
     impl Drop for Reset {
@@ -735,8 +961,22 @@ pub(crate) fn run<T: 'static>(
     let handle = crate::task::spawn_on(&hub, Some(main_size), Some("main".into()), main)
         .map_err(Error::Io)?;
     let main_header = hub.tasks.borrow()[handle.key() as usize].header.clone();
-    let outcome = hub.run_until(&main_header);
-    let clean = hub.shutdown();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let outcome = hub.run_until(&main_header);
+        (outcome, hub.shutdown())
+    }));
+    let (outcome, clean) = match ran {
+        Ok(done) => done,
+        Err(payload) => {
+            // A panic escaped into the hub itself (a bug, or user code run
+            // outside every green thread's catch). Dropping the hub would
+            // drop suspended coroutines, forcing unwinds through user frames
+            // with no hub: leak it instead, and pass the panic on.
+            drop(reset);
+            std::mem::forget(hub);
+            std::panic::resume_unwind(payload);
+        }
+    };
     if !clean {
         hub.leak_remaining();
     }

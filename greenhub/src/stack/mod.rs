@@ -34,12 +34,32 @@
 //!   after every green thread has finished (or been leaked on purpose).
 //! - Nothing in greenhub keeps a pointer into a parked green thread's stack.
 
+mod compact;
 mod overflow;
 mod sys;
+
+/// Runs `f` with the current green thread kept on its execution stack: in
+/// compact mode (see [`HubBuilder::compact_stacks`](crate::HubBuilder::compact_stacks)),
+/// its stack bytes are not moved while `f` runs, even if it parks, so memory
+/// on its stack may be lent to other threads or to the kernel for the
+/// duration. Other green threads bound to the same execution stack wait until
+/// `f` returns. With dedicated stacks (the default), it just runs `f`.
+pub fn pinned<R>(f: impl FnOnce() -> R) -> R {
+    struct Unpin;
+    impl Drop for Unpin {
+        fn drop(&mut self) {
+            crate::hub::with_hub(|hub| hub.pin(-1));
+        }
+    }
+    crate::hub::with_hub(|hub| hub.pin(1));
+    let _unpin = Unpin;
+    f()
+}
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+pub(crate) use compact::{ExecStack, Image};
 pub(crate) use overflow::{ensure_alt_stack, install_overflow_handler};
 pub(crate) use sys::force_mprotect_guards;
 
@@ -77,6 +97,25 @@ pub(crate) struct GreenStack {
 }
 
 impl GreenStack {
+    /// The highest address a coroutine on this stack may use (exclusive).
+    pub(crate) fn base(&self) -> usize {
+        self.base
+    }
+
+    /// The lowest usable address (just above the guard page).
+    pub(crate) fn lowest_usable(&self) -> usize {
+        self.start + sys::page_size()
+    }
+
+    /// Another view of the same stack, for the green threads that take turns
+    /// on a compact execution stack. Only the resident one may run on it.
+    pub(crate) fn share(&self) -> GreenStack {
+        GreenStack {
+            start: self.start,
+            base: self.base,
+        }
+    }
+
     /// Records who runs on this stack, for the overflow report.
     pub(crate) fn set_owner(&mut self, id: u64, name: Option<&str>) {
         let name = name.unwrap_or("").as_bytes();
@@ -95,10 +134,14 @@ impl GreenStack {
     }
 }
 
-// SAFETY: `base` and `limit` bound memory that this GreenStack owns exclusively
-// (see the module invariants); the slot has a guard page at its bottom, which
-// `limit` includes, and at least MIN_STACK_SIZE usable bytes (StackPool::class
-// enforces a minimum of 8 KiB).
+// SAFETY: `base` and `limit` bound one slot of a chunk, with a guard page at
+// its bottom (which `limit` includes) and at least MIN_STACK_SIZE usable bytes
+// (`slot_size_for` enforces 8 KiB). Only one coroutine runs on the slot at a
+// time: the pool hands a dedicated stack out once, and a compact execution
+// stack's views (`share`) are used only by its resident green thread. The
+// chunk outlives every coroutine on it: the hub drops its tasks before its
+// pool (field order), and leaks the whole hub (`mem::forget`) when a green
+// thread could not be unwound.
 unsafe impl corosensei::stack::Stack for GreenStack {
     fn base(&self) -> corosensei::stack::StackPointer {
         corosensei::stack::StackPointer::new(self.base).expect("stack base is not null")

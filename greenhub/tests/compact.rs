@@ -1,0 +1,220 @@
+//! Compact stacks: green threads taking turns on a few shared execution
+//! stacks keep every byte of their stacks intact across evictions, unwind
+//! correctly when killed while evicted, and cost only the bytes they use.
+
+use std::cell::Cell;
+use std::hint::black_box;
+use std::rc::Rc;
+use std::time::Duration;
+
+use greenhub::sync::Event;
+use greenhub::{spawn, yield_now, HubBuilder, JoinError};
+
+fn compact(stacks: usize) -> HubBuilder {
+    // SAFETY: these tests lend no stack memory to other threads or the kernel.
+    unsafe { HubBuilder::new().compact_stacks(stacks, 128 * 1024) }
+}
+
+/// Fills a stack array from a seed, parks (yields) `rounds` times through a
+/// chain of frames, and checks the array and a pointer into it afterwards.
+fn churn(seed: u64, depth: u32, rounds: u32) -> u64 {
+    let mut local = [0u64; 32];
+    for (i, slot) in local.iter_mut().enumerate() {
+        *slot = seed
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_add(i as u64);
+    }
+    let inner: *const u64 = &local[7];
+    let below = if depth > 0 {
+        churn(seed ^ (depth as u64), depth - 1, rounds)
+    } else {
+        for _ in 0..rounds {
+            yield_now();
+        }
+        0
+    };
+    // The pointer into this frame still reads this frame's data.
+    // SAFETY: `inner` points into `local`, alive in this frame.
+    let through_pointer = unsafe { *inner };
+    assert_eq!(through_pointer, local[7]);
+    for (i, slot) in local.iter().enumerate() {
+        assert_eq!(
+            *slot,
+            seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .wrapping_add(i as u64),
+            "stack word {i} of seed {seed} changed across evictions"
+        );
+    }
+    black_box(local.iter().fold(0u64, |a, &b| a.wrapping_add(b))).wrapping_add(below)
+}
+
+#[test]
+fn thousands_of_green_threads_on_four_stacks_keep_their_bytes() {
+    let results = compact(4)
+        .run(|| {
+            let handles: Vec<_> = (0..2_000u64)
+                .map(|seed| spawn(move || churn(seed, (seed % 5) as u32, 20)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(results.len(), 2_000);
+}
+
+#[test]
+fn one_execution_stack_for_all() {
+    let sum = compact(1)
+        .run(|| {
+            let handles: Vec<_> = (0..200u64)
+                .map(|seed| spawn(move || churn(seed, 3, 50)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .fold(0u64, u64::wrapping_add)
+        })
+        .unwrap();
+    black_box(sum);
+}
+
+#[test]
+fn killed_while_evicted_unwinds_with_its_own_stack() {
+    struct Counted(Rc<Cell<u32>>, u64);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            // Reads a value that lived on the evicted stack: it must be intact.
+            assert_eq!(self.1, 0xDEAD_BEEF);
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let dropped = Rc::new(Cell::new(0));
+    let seen = dropped.clone();
+    compact(1)
+        .run(move || {
+            let gate = Rc::new(Event::new());
+            let victims: Vec<_> = (0..50)
+                .map(|_| {
+                    let (dropped, gate) = (dropped.clone(), gate.clone());
+                    spawn(move || {
+                        let _guard = Counted(dropped, 0xDEAD_BEEF);
+                        let mut pad = [1u8; 512];
+                        black_box(&mut pad);
+                        gate.wait();
+                        unreachable!("killed before the gate opens");
+                    })
+                })
+                .collect();
+            // Everyone parks, so all but the last are evicted; then kill them.
+            greenhub::sleep(Duration::from_millis(10));
+            greenhub::kill_all(&victims);
+            for v in victims {
+                assert!(matches!(v.join(), Err(JoinError::Killed)));
+            }
+        })
+        .unwrap();
+    assert_eq!(seen.get(), 50);
+}
+
+#[test]
+fn panics_and_timeouts_work_on_shared_stacks() {
+    compact(2)
+        .run(|| {
+            let handles: Vec<_> = (0..100u32)
+                .map(|i| {
+                    spawn(move || {
+                        let r = greenhub::with_timeout(Duration::from_millis(5), || {
+                            greenhub::sleep(Duration::from_secs(10));
+                        });
+                        assert!(r.is_err());
+                        if i % 10 == 0 {
+                            panic!("green thread {i} panics on purpose");
+                        }
+                        i
+                    })
+                })
+                .collect();
+            let mut panics = 0;
+            for (i, h) in handles.into_iter().enumerate() {
+                match h.join() {
+                    Ok(v) => assert_eq!(v as usize, i),
+                    Err(e) => {
+                        assert!(e.panic_message().unwrap().contains("on purpose"));
+                        panics += 1;
+                    }
+                }
+            }
+            assert_eq!(panics, 10);
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_parked_green_thread_keeps_only_what_it_used() {
+    compact(2)
+        .run(|| {
+            let handles: Vec<_> = (0..100)
+                .map(|_| spawn(|| greenhub::sleep(Duration::from_secs(60))))
+                .collect();
+            greenhub::sleep(Duration::from_millis(20));
+            let (evicted, bytes) = greenhub::testing::evicted_stack_bytes();
+            assert!(evicted >= 98, "{evicted} evicted");
+            let each = bytes / evicted;
+            // A 128 KiB stack, but a sleeper used well under 4 KiB of it.
+            assert!(
+                each > 0 && each < 4096,
+                "{each} bytes per parked green thread"
+            );
+            greenhub::kill_all(&handles);
+        })
+        .unwrap();
+}
+
+#[test]
+fn pinned_keeps_a_green_thread_resident() {
+    compact(1)
+        .run(|| {
+            let order = Rc::new(std::cell::RefCell::new(Vec::new()));
+            let (o1, o2) = (order.clone(), order.clone());
+            let a = spawn(move || {
+                greenhub::stack::pinned(|| {
+                    let local = [7u8; 64];
+                    let addr = &local as *const _ as usize;
+                    o1.borrow_mut().push("a parks pinned");
+                    greenhub::sleep(Duration::from_millis(20));
+                    // Still the same bytes at the same address, never evicted.
+                    assert_eq!(&local as *const _ as usize, addr);
+                    assert_eq!(local, [7u8; 64]);
+                    o1.borrow_mut().push("a unpins");
+                });
+            });
+            let b = spawn(move || o2.borrow_mut().push("b runs"));
+            a.join().unwrap();
+            b.join().unwrap();
+            // b shares a's execution stack, so it waited for a to unpin.
+            assert_eq!(*order.borrow(), ["a parks pinned", "a unpins", "b runs"]);
+        })
+        .unwrap();
+}
+
+#[test]
+fn explicit_stack_sizes_get_dedicated_stacks_in_compact_mode() {
+    compact(1)
+        .run(|| {
+            let deep = greenhub::Builder::new()
+                .stack_size(1 << 20)
+                .spawn(|| {
+                    // 256 KiB of locals: more than the shared stack holds.
+                    let big = [3u8; 256 * 1024];
+                    yield_now();
+                    black_box(&big).iter().map(|&b| b as u64).sum::<u64>()
+                })
+                .unwrap();
+            let small = spawn(|| churn(1, 2, 10));
+            assert_eq!(deep.join().unwrap(), 3 * 256 * 1024);
+            small.join().unwrap();
+        })
+        .unwrap();
+}
