@@ -41,6 +41,16 @@ impl<T> AsyncResult<T> {
     pub fn take(&self) -> Option<T> {
         self.slot.lock().state.take()
     }
+
+    /// Wakes `waker` at the next `set` (for `wait_any`).
+    pub(crate) fn watch(&self, waker: &std::task::Waker) -> super::wait_queue::WatchKey {
+        self.slot.lock().watch(waker)
+    }
+
+    /// Forgets a watcher (a no-op if it was woken already).
+    pub(crate) fn unwatch(&self, key: super::wait_queue::WatchKey) {
+        self.slot.lock().unwatch(key);
+    }
 }
 
 impl<T: Clone> AsyncResult<T> {

@@ -82,6 +82,16 @@ impl Event {
     fn released(&self, seen: u64) -> bool {
         self.is_set() || self.sets.load(Ordering::Acquire) != seen
     }
+
+    /// Wakes `waker` at the next `set` (for `wait_any`).
+    pub(crate) fn watch(&self, waker: &std::task::Waker) -> super::wait_queue::WatchKey {
+        self.waiters.lock().watch(waker)
+    }
+
+    /// Forgets a watcher (a no-op if it was woken already).
+    pub(crate) fn unwatch(&self, key: super::wait_queue::WatchKey) {
+        self.waiters.lock().unwatch(key);
+    }
 }
 
 impl Default for Event {

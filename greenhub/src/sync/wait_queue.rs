@@ -172,6 +172,9 @@ impl<S, P> Locked<S, P> {
     /// Wakes the watchers: for state changes that wake no waiter (a value
     /// becoming available to whoever comes, a queue closing).
     pub(crate) fn wake_watchers(&mut self) {
+        if self.watchers.is_empty() {
+            return;
+        }
         for (_, waker) in self.watchers.drain(..) {
             waker.wake();
         }
@@ -273,11 +276,12 @@ impl<S, P> WaitQueue<S, P> {
         mut poll: impl FnMut(&mut S, Option<P>) -> Option<R>,
         abandon: impl FnOnce(&mut Locked<S, P>, P),
     ) -> Option<R> {
-        {
-            let mut locked = self.lock();
-            if let Some(r) = poll(&mut locked.state, None) {
-                return Some(r);
-            }
+        let mut first = self.lock();
+        if let Some(r) = poll(&mut first.state, None) {
+            return Some(r);
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return None;
         }
         let green = hub::current_header_ptr();
         let thread = if green.is_some() {
@@ -316,36 +320,11 @@ impl<S, P> WaitQueue<S, P> {
             abandon: Some(abandon),
         };
 
+        // Registered in the same locked step as the first poll: nothing can
+        // slip between them.
+        leave.ticket = Some(first.register(who()));
+        drop(first);
         loop {
-            {
-                let mut locked = self.lock();
-                let handed = match leave.ticket {
-                    Some(ticket) if locked.notified(ticket) => {
-                        leave.ticket = None;
-                        locked.leave(ticket)
-                    }
-                    _ => None,
-                };
-                if let Some(r) = poll(&mut locked.state, handed) {
-                    if let Some(ticket) = leave.ticket.take() {
-                        if let Some(payload) = locked.leave(ticket) {
-                            // Handed something after all (cannot happen: we
-                            // checked under this lock); pass it on.
-                            if let Some(abandon) = leave.abandon.take() {
-                                abandon(&mut locked, payload);
-                            }
-                        }
-                    }
-                    return Some(r);
-                }
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    drop(locked);
-                    return None; // `leave` removes the node
-                }
-                if leave.ticket.is_none() {
-                    leave.ticket = Some(locked.register(who()));
-                }
-            }
             match (green.is_some(), deadline) {
                 (true, Some(d)) => hub::park_until(wait, d),
                 (true, None) => hub::park(wait),
@@ -353,6 +332,33 @@ impl<S, P> WaitQueue<S, P> {
                     std::thread::park_timeout(d.saturating_duration_since(Instant::now()))
                 }
                 (false, None) => std::thread::park(),
+            }
+            let mut locked = self.lock();
+            let handed = match leave.ticket {
+                Some(ticket) if locked.notified(ticket) => {
+                    leave.ticket = None;
+                    locked.leave(ticket)
+                }
+                _ => None,
+            };
+            if let Some(r) = poll(&mut locked.state, handed) {
+                if let Some(ticket) = leave.ticket.take() {
+                    if let Some(payload) = locked.leave(ticket) {
+                        // Handed something after all (cannot happen: we
+                        // checked under this lock); pass it on.
+                        if let Some(abandon) = leave.abandon.take() {
+                            abandon(&mut locked, payload);
+                        }
+                    }
+                }
+                return Some(r);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                drop(locked);
+                return None; // `leave` removes the node
+            }
+            if leave.ticket.is_none() {
+                leave.ticket = Some(locked.register(who()));
             }
         }
     }
