@@ -44,7 +44,8 @@
 
 mod coroutine;
 mod hub;
-mod stack;
+pub mod local;
+pub mod stack;
 pub mod sync;
 mod task;
 mod time;
@@ -155,6 +156,9 @@ impl HubBuilder {
                 stack_size: 32 * 1024,
                 main_stack_size: 1024 * 1024,
                 max_warm_stacks: 65_536,
+                // Built with `--cfg greenhub_compact` (the test matrix), every
+                // hub is compact unless told otherwise.
+                compact: cfg!(greenhub_compact).then_some((8, 256 * 1024)),
             },
         }
     }
@@ -180,6 +184,43 @@ impl HubBuilder {
         self
     }
 
+    /// Compact stacks (greenlet's technique): green threads of the default
+    /// size take turns on `stacks` shared execution stacks of `stack_size`
+    /// usable bytes each, and a suspended one keeps only the bytes it really
+    /// used, copied to the heap — a few hundred bytes for a parked green
+    /// thread instead of a 4 KiB page. A green thread is bound to one
+    /// execution stack for life; a switch to it copies when another green
+    /// thread's bytes occupy that stack (about 100 ns per KiB in use). Green
+    /// threads spawned with an explicit [`Builder::stack_size`], and the main
+    /// green thread, keep dedicated stacks. See the [`stack`] module for the
+    /// picture.
+    ///
+    /// # Safety
+    ///
+    /// While a green thread is parked, its stack's addresses may hold another
+    /// green thread's bytes. So while a green thread is parked, **nothing
+    /// outside it may read or write its stack**:
+    /// - no `std::thread::scope` (or rayon/crossbeam scope) whose body parks
+    ///   cooperatively while other threads borrow the green thread's locals;
+    /// - no completion-based I/O (io_uring, AIO) into buffers on the stack;
+    /// - no future pinned on the stack whose waker is written from another
+    ///   thread, and no pointer into the stack handed to another OS thread.
+    ///
+    /// Wrap such code in [`stack::pinned`], which keeps the green thread on
+    /// its execution stack (the others bound to it wait). greenhub itself
+    /// keeps no pointer into a parked green thread's stack.
+    pub unsafe fn compact_stacks(mut self, stacks: usize, stack_size: usize) -> HubBuilder {
+        self.config.compact = Some((stacks.max(1), stack_size));
+        self
+    }
+
+    /// Dedicated stacks for every green thread (the default, unless the crate
+    /// was built with `--cfg greenhub_compact`).
+    pub fn dedicated_stacks(mut self) -> HubBuilder {
+        self.config.compact = None;
+        self
+    }
+
     /// Runs `main` on a new hub on this OS thread (see [`run`]).
     pub fn run<T: 'static>(self, main: impl FnOnce() -> T + 'static) -> Result<T, Error> {
         hub::run(self.config, main)
@@ -193,5 +234,11 @@ pub mod testing {
     /// kernel offers `MADV_GUARD_INSTALL`, to exercise the mapping limit.
     pub fn force_mprotect_guards() {
         crate::stack::force_mprotect_guards();
+    }
+
+    /// Compact mode: (green threads evicted, stack bytes they keep on the
+    /// heap) on this OS thread's hub; (0, 0) outside a hub.
+    pub fn evicted_stack_bytes() -> (usize, usize) {
+        crate::hub::with_hub(|hub| hub.evicted_bytes()).unwrap_or((0, 0))
     }
 }

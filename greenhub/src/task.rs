@@ -1,5 +1,5 @@
-//! Green threads: spawn, [`Builder`], [`JoinHandle`], kill, and the current
-//! green thread.
+//! Green threads: spawn, [`Builder`], [`JoinHandle`], kill, links, and the
+//! current green thread.
 //!
 //! A green thread is spawned → ready → running ⇄ parked → finished (returned,
 //! panicked or killed). Its hub owns it while it lives (hub/mod.rs, with the
@@ -7,6 +7,15 @@
 //! *packet* with it, where the body leaves its result for `join`, and names
 //! the green thread by slab key and id (so that `kill` after the end is a
 //! no-op, and the hub can recycle headers).
+//!
+//! # The end of a green thread
+//!
+//! When its closure returns or unwinds, the body (still on the green thread's
+//! stack, in this order): marks the packet done; runs the links
+//! ([`JoinHandle::link`]) with a reference to the result; drops its
+//! green-thread-local values (`local.rs`); leaves the result for `join` (or
+//! drops it if the handle is gone); wakes whoever waits in `join` or watches
+//! the handle (`wait_any`).
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -110,6 +119,9 @@ impl fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
+/// A callback run when a green thread finishes (see [`JoinHandle::link`]).
+type Link<T> = Box<dyn FnOnce(&Result<T, JoinError>)>;
+
 /// Where a green thread leaves its result; shared with its [`JoinHandle`].
 struct Packet<T> {
     key: u32,
@@ -118,10 +130,30 @@ struct Packet<T> {
     result: RefCell<Option<Result<T, JoinError>>>,
     /// Set once the body has finished (its result may have been taken).
     done: Cell<bool>,
-    /// Green threads waiting in `join` (or `kill_all`).
-    waiters: RefCell<Vec<Waker>>,
+    /// Green threads waiting in `join` (or `kill_all`), and watchers
+    /// (`wait_any`), each under a key of `next_waiter` for its removal. All
+    /// woken, and the list emptied, when the green thread finishes.
+    waiters: RefCell<Vec<(u64, Waker)>>,
+    next_waiter: Cell<u64>,
+    /// Links to run at the end, in order. `None` once they have run: a link
+    /// added later runs at once.
+    links: RefCell<Option<Vec<Link<T>>>>,
     /// False once the JoinHandle is gone: a panic is then reported on stderr.
     handle_alive: Cell<bool>,
+}
+
+impl<T> Packet<T> {
+    /// Registers `waker` to be woken when the green thread finishes.
+    fn add_waiter(&self, waker: &Waker) -> u64 {
+        let key = self.next_waiter.get();
+        self.next_waiter.set(key + 1);
+        self.waiters.borrow_mut().push((key, waker.clone()));
+        key
+    }
+
+    fn remove_waiter(&self, key: u64) {
+        self.waiters.borrow_mut().retain(|(k, _)| *k != key);
+    }
 }
 
 /// Owned permission to join a green thread (and to kill it).
@@ -163,14 +195,13 @@ impl<T> JoinHandle<T> {
             shared: false,
         };
         // Remove our waker however we leave (a kill unwinds out of park).
-        struct Unregister<'a, T>(&'a Packet<T>, &'a Waker);
+        struct Unregister<'a, T>(&'a Packet<T>, u64);
         impl<T> Drop for Unregister<'_, T> {
             fn drop(&mut self) {
-                self.0.waiters.borrow_mut().retain(|w| !w.will_wake(self.1));
+                self.0.remove_waiter(self.1);
             }
         }
-        self.packet.waiters.borrow_mut().push(waker.clone());
-        let _unregister = Unregister(&self.packet, &waker);
+        let _unregister = Unregister(&self.packet, self.packet.add_waiter(&waker));
         while !self.is_finished() {
             hub::park(wait);
         }
@@ -179,6 +210,84 @@ impl<T> JoinHandle<T> {
     /// Takes the result if the green thread has finished.
     pub(crate) fn take_result(&self) -> Option<Result<T, JoinError>> {
         self.packet.result.borrow_mut().take()
+    }
+
+    /// Registers `f` to run when the green thread finishes, with its result
+    /// (gevent's `link`). Links run in the order they were added.
+    ///
+    /// # Where and when a link runs
+    ///
+    /// On the finishing green thread itself, at the very end: after its
+    /// closure has returned or unwound (its destructors have run), before its
+    /// green-thread-local values are dropped and before `join` can take the
+    /// result. [`is_finished`](JoinHandle::is_finished) is already true.
+    /// If the green thread has already finished, `f` runs at once, in the
+    /// caller.
+    ///
+    /// A link should be short and **must not block**: the green thread is
+    /// finishing (if it was killed, any blocking call unwinds at once). To do
+    /// blocking work on an outcome, [`spawn`] a green thread from the link.
+    /// A link that panics is reported on stderr; the other links still run.
+    /// A link must not join the green thread it is linked to.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    ///
+    /// greenhub::run(|| {
+    ///     let seen = Rc::new(Cell::new(0));
+    ///     let h = greenhub::spawn(|| 7);
+    ///     let s = seen.clone();
+    ///     h.link(move |result| s.set(*result.as_ref().unwrap()));
+    ///     h.join().unwrap();
+    ///     assert_eq!(seen.get(), 7);
+    /// })
+    /// .unwrap();
+    /// ```
+    pub fn link(&self, f: impl FnOnce(&Result<T, JoinError>) + 'static) {
+        if let Some(links) = self.packet.links.borrow_mut().as_mut() {
+            links.push(Box::new(f));
+            return;
+        }
+        // Finished and the links have run: the result is in the packet
+        // (only `join`, which consumes the handle, takes it).
+        if let Some(result) = &*self.packet.result.borrow() {
+            f(result);
+        }
+    }
+
+    /// Like [`link`](JoinHandle::link), but runs `f` only if the green thread
+    /// returned a value (gevent's `link_value`).
+    pub fn link_value(&self, f: impl FnOnce(&T) + 'static) {
+        self.link(move |result| {
+            if let Ok(value) = result {
+                f(value)
+            }
+        });
+    }
+
+    /// Like [`link`](JoinHandle::link), but runs `f` only if the green thread
+    /// panicked or was killed (gevent's `link_exception`).
+    pub fn link_error(&self, f: impl FnOnce(&JoinError) + 'static) {
+        self.link(move |result| {
+            if let Err(err) = result {
+                f(err)
+            }
+        });
+    }
+
+    /// Asks for `waker` to be woken when the green thread finishes; returns
+    /// the key for [`unwatch`](JoinHandle::unwatch). Registers nothing if it
+    /// has finished: watchers check readiness after watching.
+    pub(crate) fn watch(&self, waker: &Waker) -> u64 {
+        if self.is_finished() {
+            return u64::MAX;
+        }
+        self.packet.add_waiter(waker)
+    }
+
+    /// Forgets a watcher (a no-op if it was woken already).
+    pub(crate) fn unwatch(&self, key: u64) {
+        self.packet.remove_waiter(key);
     }
 
     /// Asks the green thread to unwind at its current (or next) blocking
@@ -242,11 +351,11 @@ impl<T> fmt::Debug for JoinHandle<T> {
 }
 
 fn report_panic(id: u64, name: Option<&str>, err: &JoinError) {
-    eprintln!(
+    crate::hub::warn(format_args!(
         "greenhub: {} panicked and was never joined: {}",
         hub::describe(id, name),
         err.panic_message().unwrap_or("<non-string payload>")
-    );
+    ));
 }
 
 /// A green thread, as [`current`] or [`JoinHandle::thread`] return it. Not
@@ -301,6 +410,15 @@ pub fn current() -> GreenThread {
         },
         None => panic!("greenhub: `current` called outside a green thread"),
     }
+}
+
+/// The id of the running green thread, if the caller is one (cheaper than
+/// [`current`]: no name is cloned).
+pub(crate) fn current_id() -> Option<u64> {
+    let header = hub::current_header_ptr()?;
+    // SAFETY: the header of the running green thread is alive while it runs
+    // (`current_header_ptr`'s contract), and the caller is that green thread.
+    Some(unsafe { (*header).id })
 }
 
 /// Spawns a green thread on this OS thread's hub; it starts on a later turn of
@@ -383,6 +501,8 @@ where
             result: RefCell::new(None),
             done: Cell::new(false),
             waiters: RefCell::new(Vec::new()),
+            next_waiter: Cell::new(0),
+            links: RefCell::new(Some(Vec::new())),
             handle_alive: Cell::new(true),
         });
         packet = Some(theirs.clone());
@@ -415,19 +535,72 @@ where
             }
         })
     };
+    // The unwind, if any, was caught: later parks (in links, in destructors
+    // of green-local values) may deliver a kill again.
+    hub::clear_unwinding();
+    packet.done.set(true);
+    run_links(packet, &result);
+    crate::local::finish(packet.id);
     if packet.handle_alive.get() {
         *packet.result.borrow_mut() = Some(result);
     } else {
         if let Err(err @ JoinError::Panicked(_)) = &result {
             report_panic(packet.id, packet.name.as_deref(), err);
         }
-        // Nobody will take the result: drop it now, on the green thread.
-        drop(result);
+        // Nobody will take the result: drop it now, on the green thread. Its
+        // destructor (the value's, or a panic payload's) is user code: a
+        // panic there must not escape into the hub.
+        if catch_unwind(AssertUnwindSafe(move || drop(result))).is_err() {
+            hub::clear_unwinding();
+            crate::hub::warn(format_args!(
+                "greenhub: dropping the unjoined result of {} panicked",
+                hub::describe(packet.id, packet.name.as_deref())
+            ));
+        }
     }
-    packet.done.set(true);
-    for waker in packet.waiters.borrow_mut().drain(..) {
+    let waiters = std::mem::take(&mut *packet.waiters.borrow_mut());
+    for (_, waker) in waiters {
         waker.wake();
     }
+}
+
+/// Runs the links of a finishing green thread, in order, each shielded from
+/// the others' panics. Links added meanwhile (by a link) run too.
+fn run_links<T>(packet: &Packet<T>, result: &Result<T, JoinError>) {
+    {
+        // Most green threads have no links.
+        let mut links = packet.links.borrow_mut();
+        if links.as_ref().is_some_and(Vec::is_empty) {
+            *links = None;
+            return;
+        }
+    }
+    run_links_slow(packet, result);
+}
+
+#[cold]
+fn run_links_slow<T>(packet: &Packet<T>, result: &Result<T, JoinError>) {
+    loop {
+        let links = match packet.links.borrow_mut().as_mut() {
+            Some(links) if !links.is_empty() => std::mem::take(links),
+            _ => break,
+        };
+        for link in links {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| link(result))) {
+                hub::clear_unwinding();
+                let why = if payload.is::<Killed>() {
+                    "it blocked in a killed green thread"
+                } else {
+                    panic_message(payload.as_ref()).unwrap_or("<non-string payload>")
+                };
+                crate::hub::warn(format_args!(
+                    "greenhub: a link of {} panicked: {why}",
+                    hub::describe(packet.id, packet.name.as_deref())
+                ));
+            }
+        }
+    }
+    *packet.links.borrow_mut() = None;
 }
 
 /// Waits for every green thread; results in the order given.

@@ -84,6 +84,55 @@ fn async_result_get_with_nothing_to_set_it() -> Outcome {
     Ok(())
 }
 
+/// Every primitive of `sync` names itself in the report: a green thread
+/// blocked on each of them, with nothing left that could wake any.
+fn every_primitive_names_itself() -> Outcome {
+    use greenhub::sync::{Channel, Condvar, Mutex, Queue, RwLock, Semaphore};
+    let (parked, text) = deadlock(run(|| {
+        let mutex = Rc::new(Mutex::new(0));
+        let rw = Rc::new(RwLock::new(0));
+        let held = (mutex.clone(), rw.clone());
+        // Hold the locks in a green thread that then waits for ever.
+        let holder = greenhub::Builder::new()
+            .name("holder")
+            .spawn(move || {
+                let _m = held.0.lock();
+                let _w = held.1.write();
+                Queue::<u8>::new().get().ok();
+            })
+            .unwrap();
+        greenhub::yield_now();
+        let waiters = [
+            greenhub::spawn(move || drop(mutex.lock())),
+            greenhub::spawn(move || drop(rw.read())),
+            greenhub::spawn(|| Semaphore::new(0).acquire()),
+            greenhub::spawn(|| Channel::<u8>::new().put(1).ok().unwrap_or(())),
+            greenhub::spawn(|| {
+                let m = Mutex::new(());
+                let c = Condvar::new();
+                drop(c.wait(m.lock()));
+            }),
+        ];
+        greenhub::join_all(waiters);
+        drop(holder);
+    }))?;
+    for what in [
+        "Queue::get",
+        "Mutex::lock",
+        "RwLock::read",
+        "Semaphore::acquire",
+        "Channel::put",
+        "Condvar::wait",
+    ] {
+        check!(
+            parked.iter().any(|p| p.waiting_on == what),
+            "someone waits on {what}: {text}"
+        );
+    }
+    check!(text.contains("'holder' waits on Queue::get"), "{text}");
+    Ok(())
+}
+
 /// Green threads "a" and "b" join each other; main joins "c", which waits on
 /// an AsyncResult that nobody sets. (Main cannot join "a" or "b" itself: a
 /// `JoinHandle` has one owner, and both are owned inside the cycle.)
@@ -226,7 +275,8 @@ fn thread_count() -> usize {
 }
 
 fn main() {
-    let scenarios: [Scenario; 7] = [
+    let scenarios: [Scenario; 8] = [
+        ("every_primitive_names_itself", every_primitive_names_itself),
         (
             "event_wait_with_nothing_to_set_it",
             event_wait_with_nothing_to_set_it,

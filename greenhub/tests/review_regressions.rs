@@ -160,3 +160,56 @@ fn waiters_leaving_while_another_thread_notifies_is_safe() {
     })
     .unwrap();
 }
+
+/// The value of a detached green thread is dropped at its end, on the green
+/// thread; a destructor that panics there escaped into the hub and made `run`
+/// panic.
+#[test]
+fn a_panicking_destructor_of_an_unjoined_result_stays_in_its_green_thread() {
+    quiet();
+    struct Bomb;
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            panic!("Bomb::drop");
+        }
+    }
+    let r = greenhub::run(|| {
+        drop(spawn(|| Bomb)); // detached: nobody joins it
+        sleep(Duration::from_millis(10));
+        5
+    });
+    assert_eq!(r.unwrap(), 5);
+}
+
+/// Reports on stderr used `eprintln!`, which panics when stderr is a closed
+/// pipe: a detached panicking green thread then took the process down.
+#[test]
+fn reports_on_a_closed_stderr_do_not_take_the_hub_down() {
+    if std::env::var_os("GREENHUB_CLOSED_STDERR_CHILD").is_some() {
+        let r = greenhub::run(|| {
+            drop(spawn(|| panic!("nobody joins me")));
+            sleep(Duration::from_millis(10));
+            "survived"
+        });
+        // stdout is still open: tell the parent.
+        println!("{}", r.unwrap());
+        return;
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "reports_on_a_closed_stderr_do_not_take_the_hub_down",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GREENHUB_CLOSED_STDERR_CHILD", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take()); // close the read end: the child's writes fail
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child: {:?}\n{stdout}", out.status);
+    assert!(stdout.contains("survived"), "{stdout}");
+}

@@ -899,15 +899,25 @@ impl Hub {
                 )
             })
             .collect();
-        eprintln!(
+        warn(format_args!(
             "greenhub: {} green thread(s) could not be unwound at shutdown and were leaked: {}",
             names.len(),
             names.join(", ")
-        );
+        ));
         for task in tasks.drain() {
             std::mem::forget(task);
         }
     }
+}
+
+/// Writes a line on stderr from inside the runtime. Unlike `eprintln!`, a
+/// failed write (a closed pipe) is ignored instead of panicking: a report
+/// must never take the hub down.
+pub(crate) fn warn(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut line = args.to_string();
+    line.push('\n');
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// "green thread 7 'name'".

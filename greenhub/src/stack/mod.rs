@@ -28,7 +28,7 @@
 //!
 //! # Invariants
 //!
-//! - A [`GreenStack`] is owned by at most one coroutine at a time; the pool
+//! - A `GreenStack` is owned by at most one coroutine at a time; the pool
 //!   hands it out once and gets it back only from a finished coroutine.
 //! - A chunk is unmapped only when its pool is dropped, which the hub does
 //!   after every green thread has finished (or been leaked on purpose).
