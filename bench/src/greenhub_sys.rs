@@ -1,13 +1,24 @@
-//! greenhub: stackful green threads on a per-OS-thread hub (gevent's model).
+//! greenhub: stackful green threads on a per-OS-thread hub (gevent's model),
+//! measured as two systems, one per way of giving green threads stacks
+//! ([`Stacks`]):
 //!
-//! Each green thread has its own stack, taken from the hub's pool; only the
-//! pages it touches become resident, so memory per parked task is about the
-//! stack pages in use plus the task's bookkeeping. A switch is a user-space
-//! context switch through the hub. Everything runs with the hub's and
-//! `Builder`'s defaults, as a user gets them (32 KiB stacks), except one
-//! setting, said in the output: the pool keeps up to N freed stacks warm (the
-//! default keeps 65,536), as a server sized for N concurrent green threads
-//! would be configured.
+//! - `greenhub`: each green thread has its own stack, taken from the hub's
+//!   pool; only the pages it touches become resident, so memory per parked
+//!   task is about the stack pages in use plus the task's bookkeeping.
+//! - `greenhub-compact`: compact stacks (greenlet's technique): green threads
+//!   take turns on [`COMPACT_STACKS`] shared execution stacks of
+//!   [`COMPACT_STACK_SIZE`] bytes each, and a suspended one keeps only the
+//!   stack bytes it really used, copied to the heap; a switch to a green
+//!   thread whose execution stack holds another's bytes copies them out and
+//!   its own back in.
+//!
+//! A switch is a user-space context switch through the hub. Everything runs
+//! with the hub's and `Builder`'s defaults, as a user gets them (32 KiB
+//! stacks), except two settings, said in the output: the stack mode, set
+//! explicitly either way (a build with `--cfg greenhub_compact` would change
+//! the default), and the pool keeps up to N freed stacks warm (the default
+//! keeps 65,536), as a server sized for N concurrent green threads would be
+//! configured.
 //!
 //! Prog 1 and spawn run two rounds on the same hub: `cold` (the first, in a
 //! fresh process: stacks are mapped and first touched) and `warm` (right
@@ -15,6 +26,10 @@
 //! faults of each, so what the pool saves shows (and where it stops saving:
 //! stacks freed beyond its warm limit are given back to the kernel and fault
 //! again when reused).
+//!
+//! [`switch`] measures the copying path of compact stacks on its own: two
+//! green threads on ONE execution stack, each with a live frame of a given
+//! size, switching back and forth; beside it, the same on dedicated stacks.
 //!
 //! Tasks are spawned with `greenhub::Builder` so that running out of stacks is
 //! an error to report (a refusal), not a panic. Each function runs in a fresh
@@ -25,12 +40,67 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Instant;
 
+use std::hint::black_box;
+use std::time::Duration;
+
 use greenhub::sync::Event;
-use greenhub::{Builder, JoinHandle};
+use greenhub::{Builder, HubBuilder, JoinHandle};
 
 use crate::proc;
-use crate::report::{self, emit_ok, emit_progress, emit_refused};
+use crate::report::{self, emit_ok, emit_progress, emit_refused, System};
 use crate::{BATCH, PARK, PHASES, SLEEP};
+
+/// Shared execution stacks of a `greenhub-compact` hub.
+pub const COMPACT_STACKS: usize = 8;
+/// Usable bytes of each of them.
+pub const COMPACT_STACK_SIZE: usize = 256 * 1024;
+/// The `switch` benchmark's hub: one shared execution stack of 64 KiB, so
+/// that its two green threads take turns on it.
+pub const SWITCH_STACK_SIZE: usize = 64 * 1024;
+/// The `switch` benchmark's runs; the median is reported.
+pub const SWITCH_RUNS: usize = 5;
+
+/// How a hub's green threads get their stacks: the two greenhub systems.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stacks {
+    /// A stack of its own for each green thread (system `greenhub`).
+    Dedicated,
+    /// [`COMPACT_STACKS`] shared execution stacks of [`COMPACT_STACK_SIZE`]
+    /// (system `greenhub-compact`).
+    Compact,
+}
+
+impl Stacks {
+    /// The mode a greenhub system measures (dedicated for any other).
+    pub fn of(system: System) -> Stacks {
+        match system {
+            System::GreenhubCompact => Stacks::Compact,
+            _ => Stacks::Dedicated,
+        }
+    }
+
+    /// A hub in this mode, with the hub's defaults otherwise.
+    fn hub(self) -> HubBuilder {
+        match self {
+            Stacks::Dedicated => HubBuilder::new().dedicated_stacks(),
+            Stacks::Compact => compact_hub(COMPACT_STACKS, COMPACT_STACK_SIZE),
+        }
+    }
+}
+
+/// A hub with compact stacks: `stacks` shared execution stacks of
+/// `stack_size` usable bytes.
+#[allow(unsafe_code)]
+fn compact_hub(stacks: usize, stack_size: usize) -> HubBuilder {
+    // SAFETY: `compact_stacks` requires that nothing outside a parked green
+    // thread reads or writes its stack. The bench's green threads lend no
+    // stack memory to anyone: they only sleep, yield, wait on `Event`s and
+    // return values through their `JoinHandle`s; what they share (counters,
+    // events) is on the heap behind `Rc`; they start no OS threads, scoped or
+    // not, hand no pointer into their stacks to another thread, and do no
+    // completion-based I/O (the kernel writes into none of their buffers).
+    unsafe { HubBuilder::new().compact_stacks(stacks, stack_size) }
+}
 
 fn spawn<T: 'static>(f: impl FnOnce() -> T + 'static) -> std::io::Result<JoinHandle<T>> {
     Builder::new().spawn(f)
@@ -59,10 +129,11 @@ fn join_all<T>(handles: Vec<JoinHandle<T>>) -> Result<Vec<T>, String> {
     first_err.map_or(Ok(out), Err)
 }
 
-/// Runs `f` as the main green thread of a new hub; a hub that cannot start
-/// is a refusal.
-fn on_hub(n: usize, f: impl FnOnce() + 'static) {
-    let hub = greenhub::HubBuilder::new().max_warm_stacks(n.max(65_536));
+/// Runs `f` as the main green thread of a new hub in the `stacks` mode, its
+/// pool keeping up to `n` freed stacks warm (at least the default 65,536); a
+/// hub that cannot start is a refusal.
+fn on_hub(stacks: Stacks, n: usize, f: impl FnOnce() + 'static) {
+    let hub = stacks.hub().max_warm_stacks(n.max(65_536));
     if let Err(e) = hub.run(f) {
         emit_refused(None, &format!("greenhub::run: {e}"));
     }
@@ -70,8 +141,8 @@ fn on_hub(n: usize, f: impl FnOnce() + 'static) {
 
 /// Prog 1: spawn `n` green threads that each sleep 200 ms, join them all;
 /// twice on the same hub.
-pub fn prog1(n: usize) {
-    on_hub(n, move || {
+pub fn prog1(stacks: Stacks, n: usize) {
+    on_hub(stacks, n, move || {
         for phase in PHASES {
             let f0 = proc::minor_faults().unwrap_or(0);
             let start = Instant::now();
@@ -102,8 +173,8 @@ pub fn prog1(n: usize) {
 /// Prog 2: `n` green threads sleeping for an hour; RSS per task. The child
 /// process ends right after the measurement, with the green threads still
 /// asleep.
-pub fn prog2(n: usize) {
-    on_hub(n, move || {
+pub fn prog2(stacks: Stacks, n: usize) {
+    on_hub(stacks, n, move || {
         let parked = Rc::new(Cell::new(0usize));
         let mut handles = Vec::with_capacity(n);
         let before = match proc::rss_bytes() {
@@ -145,8 +216,8 @@ pub fn prog2(n: usize) {
 
 /// Ping-pong: two green threads and two `Event`s; A sets `ping` and waits on
 /// `pong`, B waits on `ping`, clears it and sets `pong`.
-pub fn pingpong(round_trips: usize) {
-    on_hub(0, move || {
+pub fn pingpong(stacks: Stacks, round_trips: usize) {
+    on_hub(stacks, 0, move || {
         let ping = Rc::new(Event::new());
         let pong = Rc::new(Event::new());
         let start = Instant::now();
@@ -183,8 +254,8 @@ pub fn pingpong(round_trips: usize) {
 
 /// Spawn: spawn and join `n` green threads returning a small integer, in
 /// batches; twice on the same hub (the warm round takes pooled stacks).
-pub fn spawn_bench(n: usize) {
-    on_hub(0, move || {
+pub fn spawn_bench(stacks: Stacks, n: usize) {
+    on_hub(stacks, 0, move || {
         for phase in PHASES {
             let start = Instant::now();
             let mut sum = 0u64;
@@ -215,4 +286,90 @@ pub fn spawn_bench(n: usize) {
             emit_ok(Some(phase), &report::spawn_metrics(n, elapsed));
         }
     });
+}
+
+/// Switch: two green threads of one hub, each holding a live frame of
+/// `live` bytes (`[u8; live]`, kept alive across the loop), hand the CPU back
+/// and forth with `yield_now`; time per round trip (two switches), the median
+/// of [`SWITCH_RUNS`] runs of `round_trips`, each on a fresh hub.
+///
+/// Compact: both share ONE execution stack ([`SWITCH_STACK_SIZE`]), so every
+/// switch evicts one (copies its used bytes to the heap) and restores the
+/// other; `image_bytes` is what the evicted one keeps, sampled halfway.
+/// Dedicated: the same without copying, the baseline.
+pub fn switch(stacks: Stacks, live: usize, round_trips: usize) {
+    let run = match live {
+        64 => switch_run::<64>,
+        1024 => switch_run::<1024>,
+        4096 => switch_run::<4096>,
+        _ => {
+            return emit_refused(
+                None,
+                &format!("no frame of {live} B: the sizes are 64, 1024, 4096"),
+            )
+        }
+    };
+    let mut times = Vec::with_capacity(SWITCH_RUNS);
+    let mut image = 0;
+    for _ in 0..SWITCH_RUNS {
+        let hub = match stacks {
+            Stacks::Dedicated => HubBuilder::new().dedicated_stacks(),
+            Stacks::Compact => compact_hub(1, SWITCH_STACK_SIZE),
+        };
+        match hub.run(move || run(round_trips)) {
+            Ok(Ok((elapsed, bytes))) => {
+                times.push(elapsed);
+                image = bytes;
+            }
+            Ok(Err(e)) => return emit_refused(None, &e),
+            Err(e) => return emit_refused(None, &format!("greenhub::run: {e}")),
+        }
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    let mut metrics = report::pingpong_metrics(round_trips, median);
+    metrics.push(("runs", report::Value::Int(SWITCH_RUNS as i64)));
+    if stacks == Stacks::Compact {
+        if image == 0 {
+            return emit_refused(None, "no green thread was evicted: nothing was copied");
+        }
+        metrics.push(("image_bytes", report::Value::Int(image as i64)));
+    }
+    emit_ok(None, &metrics);
+}
+
+/// One run of [`switch`] with a `LIVE`-byte frame, inside a hub: the time of
+/// `round_trips` round trips, and the bytes an evicted green thread keeps on
+/// the heap halfway through (0 with dedicated stacks).
+fn switch_run<const LIVE: usize>(round_trips: usize) -> Result<(Duration, usize), String> {
+    /// One side: a live frame, then `round_trips` yields; halfway, the bytes
+    /// held by evicted green threads (the other side, in compact mode).
+    fn side<const LIVE: usize>(round_trips: usize) -> usize {
+        let mut frame = [0u8; LIVE];
+        black_box(&mut frame);
+        let mut image = 0;
+        for i in 0..round_trips {
+            if i == round_trips / 2 {
+                image = greenhub::testing::evicted_stack_bytes().1;
+            }
+            greenhub::yield_now();
+        }
+        black_box(&frame);
+        image
+    }
+    let other = spawn(move || side::<LIVE>(round_trips)).map_err(|e| format!("spawn: {e}"))?;
+    let me = spawn(move || {
+        let start = Instant::now();
+        let image = side::<LIVE>(round_trips);
+        (start.elapsed(), image)
+    })
+    .map_err(|e| format!("spawn: {e}"))?;
+    let other = other
+        .join()
+        .map_err(|e| format!("a green thread failed: {e}"))?;
+    let (elapsed, image) = me
+        .join()
+        .map_err(|e| format!("a green thread failed: {e}"))?;
+    black_box(other);
+    Ok((elapsed, image))
 }

@@ -1,6 +1,12 @@
 //! `greenhub-bench`: the two programs of the talk greenhub starts from
-//! ("Greenlet-based concurrency", EuroPython 2013), plus two micro-benchmarks,
+//! ("Greenlet-based concurrency", EuroPython 2013), plus micro-benchmarks,
 //! run on greenhub beside OS threads and tokio in the same run.
+//!
+//! greenhub is measured in both of its stack modes, as two systems:
+//! `greenhub` (a dedicated stack per green thread, the default) and
+//! `greenhub-compact` (compact stacks: green threads take turns on 8 shared
+//! execution stacks of 256 KiB, and a suspended one keeps the stack bytes it
+//! used on the heap; see `greenhub_sys`).
 //!
 //! - **prog1**: N tasks each sleep 200 ms; wall time from the first spawn until
 //!   all are joined (and, for greenhub, minor page faults per phase). With
@@ -11,6 +17,11 @@
 //! - **prog2**: N tasks parked (each sleeps an hour); resident memory per task.
 //! - **pingpong**: two tasks hand a token back and forth; time per round trip.
 //! - **spawn**: spawn and join trivial tasks; tasks per second.
+//! - **switch**: the copying path of compact stacks: two green threads on ONE
+//!   shared execution stack, each holding a live frame of 64 B, 1 KiB or
+//!   4 KiB, switching with `yield_now`; time per round trip, beside the same
+//!   on dedicated stacks (no copying). greenhub's two systems only.
+//! - **queue** (not in `talk`): queues between tasks (see `queue_bench`).
 //!
 //! Every measurement runs in a fresh child process: this binary re-executes
 //! itself as `__child <bench> <system> <n>`. That keeps Prog 2's RSS baseline
@@ -18,12 +29,17 @@
 //! killer, a crash, a hang past the timeout) into a reported refusal while
 //! the run goes on. Once a system is refused at some N, larger N are skipped
 //! for it.
+//!
+//! No `unsafe` except where `greenhub_sys` turns compact stacks on
+//! (`HubBuilder::compact_stacks` is an `unsafe fn`: its contract is that no one
+//! outside a parked green thread touches its stack).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 mod floor_sys;
 mod greenhub_sys;
 mod proc;
+mod queue_bench;
 mod report;
 mod threads_sys;
 mod tokio_sys;
@@ -33,6 +49,7 @@ use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use std::{env, thread};
 
+use greenhub_sys::Stacks;
 use report::{Bench, Outcome, Record, System};
 
 /// How long each task of Prog 1 sleeps.
@@ -54,6 +71,13 @@ const PINGPONG_TRIPS: usize = 1_000_000;
 const PINGPONG_TRIPS_THREADS: usize = 100_000;
 const SPAWN_TASKS: u64 = 1_000_000;
 const SPAWN_TASKS_THREADS: u64 = 10_000;
+/// The `switch` benchmark's live frames (bytes), and its round trips per run.
+const SWITCH_LIVE: [u64; 3] = [64, 1024, 4096];
+const SWITCH_TRIPS: usize = 200_000;
+/// Round trips and items of the `queue` command (OS threads: fewer trips).
+const QUEUE_TRIPS: usize = 1_000_000;
+const QUEUE_TRIPS_THREADS: usize = 100_000;
+const QUEUE_ITEMS: usize = 1_000_000;
 /// A child still running after this is killed and reported as refused.
 const CHILD_TIMEOUT_SECS: u64 = 120;
 
@@ -65,20 +89,33 @@ pub fn spawn_checksum(n: usize) -> u64 {
 }
 
 const USAGE: &str = "\
-usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn> [--json] [--max-n N] [--systems a,b]
+usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn|switch|queue> [--json] [--max-n N] [--systems a,b]
 
-  talk       everything: prog1, prog2, pingpong, spawn
+  talk       everything but queue: prog1, prog2, pingpong, spawn, switch
   prog1      N tasks each sleep 200 ms; wall time (cold and warm rounds); with
              greenhub, its page-fault floor (first touch of N fresh stack pages)
   prog2      N tasks parked (each sleeps an hour); resident memory per task
   pingpong   two tasks hand a token back and forth; time per round trip
   spawn      spawn and join trivial tasks; tasks per second
+  switch     compact stacks' copying: two green threads on one shared
+             execution stack, each with a live frame of 64 B / 1 KiB / 4 KiB,
+             switching with yield_now; time per round trip, beside the same
+             on dedicated stacks (greenhub-compact and greenhub only)
+  queue      (not in talk) ping-pong through two queues, and 1 producer /
+             4 consumers through a bounded queue: greenhub's Queue, tokio's
+             mpsc, crossbeam-channel between OS threads (system `threads`);
+             not greenhub-compact
+
+  Systems: threads (OS threads), tokio (current-thread runtime), greenhub
+  (a dedicated stack per green thread), greenhub-compact (8 shared execution
+  stacks of 256 KiB; a parked green thread's used stack bytes on the heap).
 
   --json          one JSON object per line instead of tables
   --max-n N       largest N for prog1/prog2, and at most N spawned tasks
                   (default 1000000; 100K or 1M are accepted too)
-  --systems a,b   a subset of greenhub,threads,tokio (default all); the
-                  page-fault floor is measured whenever greenhub is
+  --systems a,b   a subset of threads,tokio,greenhub,greenhub-compact
+                  (default all); the page-fault floor is measured whenever
+                  greenhub is
   --timeout SECS  kill a measurement's child process after SECS and report
                   it as refused (default 120)
 ";
@@ -135,7 +172,8 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 let mut chosen = Vec::new();
                 for name in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
                     chosen.push(System::parse(name).ok_or_else(|| {
-                        format!("--systems: unknown system {name:?} (greenhub, threads, tokio)")
+                        let known: Vec<&str> = System::ALL.iter().map(|s| s.name()).collect();
+                        format!("--systems: unknown system {name:?} ({})", known.join(", "))
                     })?);
                 }
                 if chosen.is_empty() {
@@ -152,6 +190,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                 benches =
                     Some(match cmd {
                         "talk" => Bench::ALL.to_vec(),
+                        "queue" => Bench::QUEUE.to_vec(),
                         other => vec![Bench::parse(other)
                             .ok_or_else(|| format!("unknown command {other:?}"))?],
                     });
@@ -212,11 +251,25 @@ fn child_main(args: &[String]) -> ExitCode {
         (System::Tokio, Bench::Prog2) => tokio_sys::prog2(n),
         (System::Tokio, Bench::PingPong) => tokio_sys::pingpong(n),
         (System::Tokio, Bench::Spawn) => tokio_sys::spawn_bench(n),
-        (System::Greenhub, Bench::Prog1) => greenhub_sys::prog1(n),
-        (System::Greenhub, Bench::Prog2) => greenhub_sys::prog2(n),
-        (System::Greenhub, Bench::PingPong) => greenhub_sys::pingpong(n),
-        (System::Greenhub, Bench::Spawn) => greenhub_sys::spawn_bench(n),
+        (System::Greenhub | System::GreenhubCompact, bench) => {
+            let stacks = Stacks::of(system);
+            match bench {
+                Bench::Prog1 => greenhub_sys::prog1(stacks, n),
+                Bench::Prog2 => greenhub_sys::prog2(stacks, n),
+                Bench::PingPong => greenhub_sys::pingpong(stacks, n),
+                Bench::Spawn => greenhub_sys::spawn_bench(stacks, n),
+                Bench::Switch => greenhub_sys::switch(stacks, n, SWITCH_TRIPS),
+                Bench::QueuePingPong => queue_bench::pingpong(system, n),
+                Bench::QueueThroughput => queue_bench::throughput(system, n),
+            }
+        }
         (System::Floor, Bench::Prog1) => floor_sys::prog1(n),
+        (system, Bench::QueuePingPong) => queue_bench::pingpong(system, n),
+        (system, Bench::QueueThroughput) => queue_bench::throughput(system, n),
+        (System::Threads | System::Tokio, Bench::Switch) => report::emit_refused(
+            None,
+            "switch measures greenhub's stack modes only (greenhub, greenhub-compact)",
+        ),
         (System::Floor, _) => {
             report::emit_refused(None, "the page-fault floor is measured for prog1 only")
         }
@@ -237,9 +290,10 @@ pub fn end_child() -> ! {
 /// The phases a child reports for a benchmark and system.
 fn expected_phases(bench: Bench, system: System) -> &'static [Option<&'static str>] {
     match (bench, system) {
-        (Bench::Prog1 | Bench::Spawn, System::Tokio | System::Greenhub) => {
-            &[Some("cold"), Some("warm")]
-        }
+        (
+            Bench::Prog1 | Bench::Spawn,
+            System::Tokio | System::Greenhub | System::GreenhubCompact,
+        ) => &[Some("cold"), Some("warm")],
         (Bench::Prog1, System::Floor) => &[Some("cold")],
         _ => &[None],
     }
@@ -302,7 +356,7 @@ fn failure(status: Option<ExitStatus>, timeout: Duration, stderr: &str) -> Strin
 /// Runs one measurement in a fresh child process and returns its records,
 /// one per expected phase (a missing one becomes a refusal saying why).
 fn run_child(bench: Bench, system: System, n: u64, timeout: Duration) -> Vec<Record> {
-    let size = matches!(bench, Bench::Prog1 | Bench::Prog2).then_some(n);
+    let size = bench.sized().then_some(n);
     let record = |phase: Option<&str>, outcome| Record {
         bench,
         system,
@@ -422,17 +476,27 @@ fn run(args: &Args) {
     if sizes.is_empty() {
         sizes.push(args.max_n);
     }
+    let mut queue_records = Vec::new();
+    let all = &args.systems;
+    let queue_systems = queue_systems(all);
+    let switch_systems = switch_systems(all);
     for &bench in &args.benches {
         let records = match bench {
             Bench::Prog1 | Bench::Prog2 => run_sized(bench, args, &sizes),
-            Bench::PingPong => run_once(bench, args, |s| match s {
+            Bench::PingPong => run_once(bench, args, all, |s| match s {
                 System::Threads => PINGPONG_TRIPS_THREADS as u64,
                 _ => PINGPONG_TRIPS as u64,
             }),
-            Bench::Spawn => run_once(bench, args, |s| match s {
+            Bench::Spawn => run_once(bench, args, all, |s| match s {
                 System::Threads => SPAWN_TASKS_THREADS.min(args.max_n),
                 _ => SPAWN_TASKS.min(args.max_n),
             }),
+            Bench::Switch => run_switch(args, &switch_systems),
+            Bench::QueuePingPong => run_once(bench, args, &queue_systems, |s| match s {
+                System::Threads => QUEUE_TRIPS_THREADS as u64,
+                _ => QUEUE_TRIPS as u64,
+            }),
+            Bench::QueueThroughput => run_once(bench, args, &queue_systems, |_| QUEUE_ITEMS as u64),
         };
         if !args.json {
             let text = match bench {
@@ -440,6 +504,16 @@ fn run(args: &Args) {
                 Bench::Prog2 => report::prog2_table(&records, &args.systems, &sizes),
                 Bench::PingPong => report::pingpong_table(&records, &args.systems),
                 Bench::Spawn => report::spawn_table(&records, &args.systems),
+                Bench::Switch => report::switch_table(&records, &switch_systems, &SWITCH_LIVE),
+                // One table for both, once both are measured.
+                Bench::QueuePingPong => {
+                    queue_records.extend(records);
+                    continue;
+                }
+                Bench::QueueThroughput => {
+                    queue_records.extend(records);
+                    report::queue_table(&queue_records, &queue_systems)
+                }
             };
             println!("{text}");
         }
@@ -461,11 +535,15 @@ fn progress(bench: Bench, system: System, n: u64, started: Instant, records: &[R
     let refused = records
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Refused(_)));
+    let size = match bench {
+        Bench::Switch => format!("live={n} B"),
+        _ => format!("n={n}"),
+    };
     eprintln!(
-        "  {} {:<8} n={:<9} {:>6.1} s{}",
+        "  {} {:<16} {:<11} {:>6.1} s{}",
         bench.name(),
         system.name(),
-        n,
+        size,
         started.elapsed().as_secs_f64(),
         if refused { "  refused" } else { "" }
     );
@@ -518,10 +596,48 @@ fn run_sized(bench: Bench, args: &Args, sizes: &[u64]) -> Vec<Record> {
     all
 }
 
-/// A benchmark with one size per system.
-fn run_once(bench: Bench, args: &Args, count: impl Fn(System) -> u64) -> Vec<Record> {
+/// The systems the `queue` command runs: those chosen but greenhub-compact
+/// (it compares queues, not stack modes).
+fn queue_systems(chosen: &[System]) -> Vec<System> {
+    chosen
+        .iter()
+        .copied()
+        .filter(|&s| s != System::GreenhubCompact)
+        .collect()
+}
+
+/// The systems the `switch` benchmark runs: greenhub's two stack modes, those
+/// chosen, compact (what it measures) first.
+fn switch_systems(chosen: &[System]) -> Vec<System> {
+    [System::GreenhubCompact, System::Greenhub]
+        .into_iter()
+        .filter(|s| chosen.contains(s))
+        .collect()
+}
+
+/// Switch: each live frame size on each system, in a child process each.
+fn run_switch(args: &Args, systems: &[System]) -> Vec<Record> {
     let mut all = Vec::new();
-    for &system in &args.systems {
+    for live in SWITCH_LIVE {
+        for &system in systems {
+            let started = Instant::now();
+            let records = run_child(Bench::Switch, system, live, args.timeout);
+            progress(Bench::Switch, system, live, started, &records);
+            keep(args, &mut all, records);
+        }
+    }
+    all
+}
+
+/// A benchmark with one size per system (of `systems`).
+fn run_once(
+    bench: Bench,
+    args: &Args,
+    systems: &[System],
+    count: impl Fn(System) -> u64,
+) -> Vec<Record> {
+    let mut all = Vec::new();
+    for &system in systems {
         let n = count(system);
         let started = Instant::now();
         let records = run_child(bench, system, n, args.timeout);
@@ -550,6 +666,11 @@ mod tests {
         assert_eq!(a.benches, vec![Bench::Prog2]);
         assert_eq!(a.max_n, 1000);
         assert_eq!(a.systems, System::ALL.to_vec());
+        assert!(a.systems.contains(&System::GreenhubCompact));
+        let a = args("switch --systems greenhub-compact,greenhub").unwrap();
+        assert_eq!(a.benches, vec![Bench::Switch]);
+        assert_eq!(a.systems, vec![System::Greenhub, System::GreenhubCompact]);
+        assert!(Bench::ALL.contains(&Bench::Switch));
         assert!(args("").is_err());
         assert!(args("prog3").is_err());
         assert!(args("talk --systems go").is_err());
@@ -561,7 +682,11 @@ mod tests {
         use System::*;
         assert_eq!(
             systems_for(Bench::Prog1, &System::ALL),
-            vec![Threads, Tokio, Greenhub, Floor]
+            vec![Threads, Tokio, Greenhub, GreenhubCompact, Floor]
+        );
+        assert_eq!(
+            systems_for(Bench::Prog1, &[GreenhubCompact]),
+            vec![GreenhubCompact]
         );
         assert_eq!(
             systems_for(Bench::Prog1, &[Greenhub]),
@@ -574,6 +699,18 @@ mod tests {
         );
         assert!(args("talk --systems floor").is_err());
         assert_eq!(System::parse_any("floor"), Some(Floor));
+    }
+
+    #[test]
+    fn systems_of_switch_and_queue() {
+        use System::*;
+        assert_eq!(
+            switch_systems(&System::ALL),
+            vec![GreenhubCompact, Greenhub]
+        );
+        assert_eq!(switch_systems(&[Threads, Greenhub]), vec![Greenhub]);
+        assert_eq!(queue_systems(&System::ALL), vec![Threads, Tokio, Greenhub]);
+        assert_eq!(System::parse("greenhub-compact"), Some(GreenhubCompact));
     }
 
     #[test]

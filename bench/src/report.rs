@@ -18,10 +18,22 @@ pub enum Bench {
     Prog2,
     PingPong,
     Spawn,
+    Switch,
+    QueuePingPong,
+    QueueThroughput,
 }
 
 impl Bench {
-    pub const ALL: [Bench; 4] = [Bench::Prog1, Bench::Prog2, Bench::PingPong, Bench::Spawn];
+    /// The `talk` command.
+    pub const ALL: [Bench; 5] = [
+        Bench::Prog1,
+        Bench::Prog2,
+        Bench::PingPong,
+        Bench::Spawn,
+        Bench::Switch,
+    ];
+    /// The `queue` command (not part of `talk`).
+    pub const QUEUE: [Bench; 2] = [Bench::QueuePingPong, Bench::QueueThroughput];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -29,11 +41,31 @@ impl Bench {
             Bench::Prog2 => "prog2",
             Bench::PingPong => "pingpong",
             Bench::Spawn => "spawn",
+            Bench::Switch => "switch",
+            Bench::QueuePingPong => "queue_pingpong",
+            Bench::QueueThroughput => "queue_throughput",
         }
     }
 
     pub fn parse(s: &str) -> Option<Bench> {
-        Bench::ALL.into_iter().find(|b| b.name() == s)
+        Bench::ALL
+            .into_iter()
+            .chain(Bench::QUEUE)
+            .find(|b| b.name() == s)
+    }
+
+    /// Whether a record of this benchmark has a size ([`Record::n`]).
+    pub fn sized(self) -> bool {
+        matches!(self, Bench::Prog1 | Bench::Prog2 | Bench::Switch)
+    }
+
+    /// The JSON key of a record's size: the number of tasks, or for
+    /// `switch` the bytes of each green thread's live frame.
+    fn size_key(self) -> &'static str {
+        match self {
+            Bench::Switch => "live_bytes",
+            _ => "n",
+        }
     }
 }
 
@@ -41,7 +73,11 @@ impl Bench {
 pub enum System {
     Threads,
     Tokio,
+    /// greenhub with a dedicated stack per green thread (its default).
     Greenhub,
+    /// greenhub with compact stacks: shared execution stacks, a suspended
+    /// green thread's used bytes copied to the heap (see `greenhub_sys`).
+    GreenhubCompact,
     /// Not a runtime: Prog 1's page-fault floor (see `floor_sys`), measured
     /// whenever greenhub's Prog 1 is.
     Floor,
@@ -50,20 +86,29 @@ pub enum System {
 impl System {
     /// The runtimes compared, which `--systems` chooses from, in the order of
     /// the tables' columns: the talk's baseline first.
-    pub const ALL: [System; 3] = [System::Threads, System::Tokio, System::Greenhub];
-    /// Everything a child process may measure: the runtimes and the floor.
-    pub const EVERY: [System; 4] = [
+    pub const ALL: [System; 4] = [
         System::Threads,
         System::Tokio,
         System::Greenhub,
+        System::GreenhubCompact,
+    ];
+    /// Everything a child process may measure: the runtimes and the floor.
+    pub const EVERY: [System; 5] = [
+        System::Threads,
+        System::Tokio,
+        System::Greenhub,
+        System::GreenhubCompact,
         System::Floor,
     ];
+    /// The two greenhub systems, one per stack mode.
+    pub const GREENHUB: [System; 2] = [System::Greenhub, System::GreenhubCompact];
 
     pub fn name(self) -> &'static str {
         match self {
             System::Threads => "threads",
             System::Tokio => "tokio",
             System::Greenhub => "greenhub",
+            System::GreenhubCompact => "greenhub-compact",
             System::Floor => "floor",
         }
     }
@@ -271,7 +316,8 @@ pub enum Outcome {
 pub struct Record {
     pub bench: Bench,
     pub system: System,
-    /// The size (number of tasks) for Prog 1 and Prog 2; counts of the other
+    /// The size: the number of tasks for Prog 1 and Prog 2, the bytes of the
+    /// live frame for switch (JSON key `live_bytes`); counts of the other
     /// benches are among their metrics.
     pub n: Option<u64>,
     pub phase: Option<String>,
@@ -294,7 +340,7 @@ impl Record {
             json_str(self.system.name())
         );
         if let Some(n) = self.n {
-            let _ = write!(s, ",\"n\":{n}");
+            let _ = write!(s, ",{}:{n}", json_str(self.bench.size_key()));
         }
         if let Some(p) = &self.phase {
             let _ = write!(s, ",\"phase\":{}", json_str(p));
@@ -440,6 +486,15 @@ fn ns_label(ns: f64) -> String {
     }
 }
 
+/// A caption, and what `greenhub-compact` is when it is among `systems`.
+fn caption(text: &str, systems: &[System]) -> String {
+    if systems.contains(&System::GreenhubCompact) {
+        format!("{text}\n{COMPACT_NOTE}")
+    } else {
+        text.to_string()
+    }
+}
+
 /// Numbered notes under a table, for refusals and skipped sizes.
 #[derive(Default)]
 struct Notes {
@@ -490,9 +545,11 @@ fn cell(
         Outcome::Measured(_) => format(rec).unwrap_or_else(|| "?".into()),
         Outcome::Refused(why) if why == NOT_REACHED => "—".into(),
         Outcome::Refused(why) => {
-            let at = rec
-                .n
-                .map_or(String::new(), |n| format!(" at N={}", group(n)));
+            let at = match (rec.bench, rec.n) {
+                (Bench::Switch, Some(n)) => format!(" with {} B live", group(n)),
+                (_, Some(n)) => format!(" at N={}", group(n)),
+                (_, None) => String::new(),
+            };
             let mark = notes.mark(format!("{} refused{at}: {why}", rec.system.name()));
             format!("refused {mark}")
         }
@@ -572,22 +629,55 @@ fn skipped_lines(records: &[Record], bench: Bench, systems: &[System]) -> Vec<St
     lines
 }
 
-/// Prog 1: rows N; a column per system and phase, and greenhub's minor faults;
-/// then, when greenhub is among the systems, the page-fault floor.
+/// What `greenhub-compact` is, under the tables that show it.
+const COMPACT_NOTE: &str =
+    "greenhub-compact (compact): greenhub with compact stacks; green threads take turns on\n\
+     8 shared execution stacks of 256 KiB, and a suspended one keeps the stack bytes it used\n\
+     on the heap";
+
+/// Prog 1, what every table of it shows.
+const PROG1_INTRO: &str =
+    "Prog 1: N tasks each sleep 200 ms; wall time from the first spawn until all are joined\n\
+     (cold: first round in a fresh process; warm: a second round right after in the same\n\
+     runtime/hub, its stack pool sized to keep N stacks warm)\n\
+     The talk (2013, Python), N = 100 / 1K / 10K / 100K:\n  \
+     threads 207 ms / 327 ms / 2.55 s / 25.42 s; gevent 204 ms / 223 ms / 421 ms / 3.06 s";
+
+/// Prog 1: the other runtimes in one table (rows N, a column per system and
+/// phase); greenhub's two stack modes in another (a row per N and mode, with
+/// their minor faults); then, when greenhub is among the systems, the
+/// page-fault floor.
 pub fn prog1_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
-    let mut text = prog1_main_table(records, systems, sizes);
-    if systems.contains(&System::Greenhub) {
-        text.push('\n');
-        text.push_str(&prog1_floor_table(records, sizes));
+    let (greens, others): (Vec<System>, Vec<System>) =
+        systems.iter().partition(|s| System::GREENHUB.contains(s));
+    let mut parts = Vec::new();
+    if !others.is_empty() {
+        parts.push(prog1_runtimes_table(records, &others, sizes));
     }
-    text
+    if !greens.is_empty() {
+        parts.push(prog1_greenhub_table(
+            records,
+            &greens,
+            sizes,
+            others.is_empty(),
+        ));
+    }
+    if systems.contains(&System::Greenhub) {
+        parts.push(prog1_floor_table(
+            records,
+            sizes,
+            systems.contains(&System::GreenhubCompact),
+        ));
+    }
+    parts.join("\n")
 }
 
-/// Prog 1's page-fault floor beside greenhub's cold round: rows N.
-fn prog1_floor_table(records: &[Record], sizes: &[u64]) -> String {
+/// Prog 1's page-fault floor beside greenhub's cold round (and, with
+/// `compact`, greenhub-compact's): rows N.
+fn prog1_floor_table(records: &[Record], sizes: &[u64], compact: bool) -> String {
     let idx = Index { records };
     let mut notes = Notes::default();
-    let header: Vec<String> = [
+    let mut header: Vec<String> = [
         "N",
         "page-fault floor",
         "floor minflt",
@@ -596,11 +686,18 @@ fn prog1_floor_table(records: &[Record], sizes: &[u64]) -> String {
     ]
     .map(String::from)
     .to_vec();
+    if compact {
+        header.push("compact cold".into());
+        header.push("compact cold / floor".into());
+    }
+    let wall = |r: Option<&Record>| r.and_then(|r| r.metric("wall_s")).map(Value::as_f64);
+    let ratio = |x: Option<f64>, floor: Option<f64>| match (x, floor) {
+        (Some(x), Some(f)) if f > 0.0 => format!("{:.2}", x / f),
+        _ => "—".into(),
+    };
     let mut rows = Vec::new();
     for &n in sizes {
         let floor = idx.get(Bench::Prog1, System::Floor, Some(n), Some("cold"));
-        let gh = idx.get(Bench::Prog1, System::Greenhub, Some(n), Some("cold"));
-        let wall = |r: Option<&Record>| r.and_then(|r| r.metric("wall_s")).map(Value::as_f64);
         let floor_cell = cell(floor, &mut notes, |r| {
             r.metric("wall_s").map(|v| fine_secs_label(v.as_f64()))
         });
@@ -608,100 +705,137 @@ fn prog1_floor_table(records: &[Record], sizes: &[u64]) -> String {
             .and_then(|r| r.metric("minflt"))
             .map(|v| group(v.as_f64() as u64))
             .unwrap_or_else(|| "—".into());
-        // A refusal of greenhub's is told in the table above.
-        let gh_cell = wall(gh).map_or_else(|| "—".into(), secs_label);
-        let ratio = match (wall(gh), wall(floor)) {
-            (Some(g), Some(f)) if f > 0.0 => format!("{:.2}", g / f),
-            _ => "—".into(),
-        };
-        rows.push(vec![
-            size_label(n),
-            floor_cell,
-            floor_faults,
-            gh_cell,
-            ratio,
-        ]);
+        let mut row = vec![size_label(n), floor_cell, floor_faults];
+        let mut systems = vec![System::Greenhub];
+        if compact {
+            systems.push(System::GreenhubCompact);
+        }
+        for s in systems {
+            let cold = wall(idx.get(Bench::Prog1, s, Some(n), Some("cold")));
+            // A refusal is told in the table above.
+            row.push(cold.map_or_else(|| "—".into(), secs_label));
+            row.push(ratio(cold, wall(floor)));
+        }
+        rows.push(row);
     }
-    finish(
+    let mut title = String::from(
         "Prog 1's page-fault floor: the time to first-touch one 4 KiB page in each of N fresh\n\
          36 KiB stack slots: what N new dedicated stacks cost the kernel at the least (32 KiB\n\
          stack + 4 KiB guard, greenhub's default slot; one byte written near the top of each,\n\
          in a fresh process; floor minflt: its minor page faults). gh cold / floor: greenhub's\n\
          cold round over the floor (the target at 1M: at most 1.20). Greenhub's round includes\n\
          the 200 ms sleep, so at small N the ratio says nothing; at 1M faults dominate.",
+    );
+    if compact {
+        title.push_str(
+            "\ncompact cold / floor: the same for greenhub-compact, whose parked green threads\n\
+             keep their stack bytes on the heap instead of a fresh stack page each.",
+        );
+    }
+    finish(
+        &title,
         table(&header, &rows),
         notes,
         &skipped_lines(records, Bench::Prog1, &[System::Floor]),
     )
 }
 
-fn prog1_main_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
+/// Prog 1 on threads and tokio: rows N, a column per system and phase.
+fn prog1_runtimes_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
     let idx = Index { records };
     let mut notes = Notes::default();
     let mut header = vec!["N".to_string()];
-    let mut cols: Vec<(System, Option<&str>, &str)> = Vec::new();
+    let mut cols: Vec<(System, Option<&str>)> = Vec::new();
     for &s in systems {
         match s {
-            System::Threads => cols.push((s, None, "wall_s")),
-            System::Tokio => {
-                cols.push((s, Some("cold"), "wall_s"));
-                cols.push((s, Some("warm"), "wall_s"));
+            System::Threads => cols.push((s, None)),
+            _ => {
+                cols.push((s, Some("cold")));
+                cols.push((s, Some("warm")));
             }
-            System::Greenhub => {
-                cols.push((s, Some("cold"), "wall_s"));
-                cols.push((s, Some("warm"), "wall_s"));
-                cols.push((s, Some("cold"), "minflt"));
-                cols.push((s, Some("warm"), "minflt"));
-            }
-            // In a table of its own, below.
-            System::Floor => {}
         }
     }
-    for (s, phase, metric) in &cols {
-        let mut h = s.name().to_string();
-        if *metric == "minflt" {
-            h = "gh minflt".into();
-        }
-        if let Some(p) = phase {
-            h = format!("{h} {p}");
-        }
-        header.push(h);
+    for (s, phase) in &cols {
+        header.push(match phase {
+            Some(p) => format!("{} {p}", s.name()),
+            None => s.name().to_string(),
+        });
     }
     let mut rows = Vec::new();
     for &n in sizes {
         let mut row = vec![size_label(n)];
-        for &(s, phase, metric) in &cols {
+        for &(s, phase) in &cols {
             let rec = idx.get(Bench::Prog1, s, Some(n), phase);
-            let c = if metric == "minflt" {
-                // The refusal is already told in the wall-time column.
-                match rec.map(|r| &r.outcome) {
+            row.push(cell(rec, &mut notes, |r| {
+                r.metric("wall_s").map(|v| secs_label(v.as_f64()))
+            }));
+        }
+        rows.push(row);
+    }
+    finish(
+        PROG1_INTRO,
+        table(&header, &rows),
+        notes,
+        &skipped_lines(records, Bench::Prog1, systems),
+    )
+}
+
+/// Prog 1 on greenhub's stack modes (`systems`): a row per N and mode, the
+/// wall time and minor faults of each round. `first`: no table of Prog 1
+/// came before, so this one says what Prog 1 is.
+fn prog1_greenhub_table(
+    records: &[Record],
+    systems: &[System],
+    sizes: &[u64],
+    first: bool,
+) -> String {
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let header: Vec<String> = ["N", "system", "cold", "warm", "minflt cold", "minflt warm"]
+        .map(String::from)
+        .to_vec();
+    let mut rows = Vec::new();
+    for &n in sizes {
+        for &s in systems {
+            let mut row = vec![size_label(n), s.name().to_string()];
+            let recs = crate::PHASES.map(|p| idx.get(Bench::Prog1, s, Some(n), Some(p)));
+            for rec in recs {
+                row.push(cell(rec, &mut notes, |r| {
+                    r.metric("wall_s").map(|v| secs_label(v.as_f64()))
+                }));
+            }
+            for rec in recs {
+                // A refusal is already told in the wall-time column.
+                row.push(match rec.map(|r| &r.outcome) {
                     Some(Outcome::Measured(_)) => rec
                         .and_then(|r| r.metric("minflt"))
                         .map(|v| group(v.as_f64() as u64))
                         .unwrap_or_default(),
                     Some(_) => "—".into(),
                     None => String::new(),
-                }
-            } else {
-                cell(rec, &mut notes, |r| {
-                    r.metric(metric).map(|v| secs_label(v.as_f64()))
-                })
-            };
-            row.push(c);
+                });
+            }
+            rows.push(row);
         }
-        rows.push(row);
     }
-    let body = table(&header, &rows);
+    let mut title = String::new();
+    if first {
+        title.push_str(PROG1_INTRO);
+        title.push('\n');
+    }
+    title.push_str(
+        "Prog 1 on greenhub, by stack mode: wall time of each round, and the minor page faults\n\
+         during it (minflt)",
+    );
+    if systems.contains(&System::GreenhubCompact) {
+        title.push('\n');
+        title.push_str(COMPACT_NOTE);
+    }
     finish(
-        "Prog 1: N tasks each sleep 200 ms; wall time from the first spawn until all are joined\n\
-         (cold: first round in a fresh process; warm: a second round right after in the same\n\
-         runtime/hub, its stack pool sized to keep N stacks warm; gh minflt: minor page faults\n\
-         during greenhub's round)\n\
-         The talk (2013, Python), N = 100 / 1K / 10K / 100K:\n  \
-         threads 207 ms / 327 ms / 2.55 s / 25.42 s; gevent 204 ms / 223 ms / 421 ms / 3.06 s",
-        body,
+        &title,
+        table(&header, &rows),
         notes,
-        &skipped_lines(records, Bench::Prog1, &System::ALL),
+        &skipped_lines(records, Bench::Prog1, systems),
     )
 }
 
@@ -711,8 +845,13 @@ pub fn prog2_table(records: &[Record], systems: &[System], sizes: &[u64]) -> Str
     let mut notes = Notes::default();
     let mut header = vec!["N".to_string()];
     for &s in systems {
-        header.push(format!("{} B/task", s.name()));
-        header.push(format!("{} total", s.name()));
+        // Narrower: the caption says what compact is.
+        let name = match s {
+            System::GreenhubCompact => "compact",
+            _ => s.name(),
+        };
+        header.push(format!("{name} B/task"));
+        header.push(format!("{name} total"));
     }
     let mut rows = Vec::new();
     for &n in sizes {
@@ -736,10 +875,13 @@ pub fn prog2_table(records: &[Record], systems: &[System], sizes: &[u64]) -> Str
     }
     let body = table(&header, &rows);
     finish(
-        "Prog 2: N tasks parked, each sleeping an hour; resident memory per task = (RSS with\n\
-         all N parked − RSS before spawning) / N, each in a fresh process\n\
-         The talk (2013, Python, whole process), N = 100 / 1K / 10K / 100K:\n  \
-         threads 4.9 GB / 11.8 GB / 82 GB / ?; gevent 33 MB / 41 MB / 114 MB / 858 MB",
+        &caption(
+            "Prog 2: N tasks parked, each sleeping an hour; resident memory per task = (RSS with\n\
+             all N parked − RSS before spawning) / N, each in a fresh process\n\
+             The talk (2013, Python, whole process), N = 100 / 1K / 10K / 100K:\n  \
+             threads 4.9 GB / 11.8 GB / 82 GB / ?; gevent 33 MB / 41 MB / 114 MB / 858 MB",
+            systems,
+        ),
         body,
         notes,
         &skipped_lines(records, Bench::Prog2, &System::ALL),
@@ -766,11 +908,114 @@ pub fn pingpong_table(records: &[Record], systems: &[System]) -> String {
         rows.push(vec![s.name().to_string(), trips, per]);
     }
     finish(
-        "Ping-pong: two tasks hand a token back and forth",
+        &caption("Ping-pong: two tasks hand a token back and forth", systems),
         table(&header, &rows),
         notes,
         &[],
     )
+}
+
+/// The `queue` command: ping-pong through queues and producer/consumer
+/// throughput, one row per system.
+pub fn queue_table(records: &[Record], systems: &[System]) -> String {
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let header: Vec<String> = [
+        "system",
+        "queue",
+        "ping-pong per round trip",
+        "1P/4C items per second",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut rows = Vec::new();
+    for &s in systems {
+        let queue = match s {
+            System::Greenhub => "sync::Queue",
+            System::Tokio => "mpsc (current thread)",
+            System::Threads => "crossbeam-channel",
+            System::GreenhubCompact | System::Floor => "-",
+        };
+        let rec = idx.get(Bench::QueuePingPong, s, None, None);
+        let per_trip = cell(rec, &mut notes, |r| {
+            r.metric("ns_per_round_trip").map(|v| ns_label(v.as_f64()))
+        });
+        let rec = idx.get(Bench::QueueThroughput, s, None, None);
+        let per_sec = cell(rec, &mut notes, |r| {
+            r.metric("per_sec").map(|v| group(v.as_f64() as u64))
+        });
+        rows.push(vec![
+            s.name().to_string(),
+            queue.to_string(),
+            per_trip,
+            per_sec,
+        ]);
+    }
+    finish(
+        "Queues: ping-pong between two tasks through two queues; one producer \
+         and four consumers moving items through a bounded queue",
+        table(&header, &rows),
+        notes,
+        &[],
+    )
+}
+
+/// Switch: rows the live frame's size; greenhub-compact's round trip (every
+/// switch copying) beside greenhub's (dedicated stacks, no copying).
+pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> String {
+    let title = "Switch: two green threads hand the CPU back and forth with yield_now, each holding a\n\
+                 live frame of the given size; time per round trip (two switches), median of 5 runs.\n\
+                 greenhub-compact: both on ONE shared execution stack (compact_stacks(1, 64 KiB)), so\n\
+                 every switch copies one's used stack bytes (its image) to the heap and the other's\n\
+                 back; image: the bytes an evicted one keeps (its frames and the switch's own).\n\
+                 greenhub: dedicated stacks, nothing copied (the baseline); copying: the difference.";
+    let compact = systems.contains(&System::GreenhubCompact);
+    let dedicated = systems.contains(&System::Greenhub);
+    if !compact && !dedicated {
+        return format!("{title}\n\n(not run: it measures greenhub-compact and greenhub only)\n");
+    }
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let mut header = vec!["live frame".to_string()];
+    if compact {
+        header.push("greenhub-compact".into());
+        header.push("image".into());
+    }
+    if dedicated {
+        header.push("greenhub".into());
+    }
+    if compact && dedicated {
+        header.push("copying".into());
+    }
+    let per_trip = |r: Option<&Record>| r.and_then(|r| r.metric("ns_per_round_trip"));
+    let mut rows = Vec::new();
+    for &live in sizes {
+        let mut row = vec![format!("{} B", group(live))];
+        let c = idx.get(Bench::Switch, System::GreenhubCompact, Some(live), None);
+        let d = idx.get(Bench::Switch, System::Greenhub, Some(live), None);
+        if compact {
+            row.push(cell(c, &mut notes, |r| {
+                r.metric("ns_per_round_trip").map(|v| ns_label(v.as_f64()))
+            }));
+            row.push(
+                c.and_then(|r| r.metric("image_bytes"))
+                    .map_or_else(|| "—".into(), |v| format!("{} B", group(v.as_f64() as u64))),
+            );
+        }
+        if dedicated {
+            row.push(cell(d, &mut notes, |r| {
+                r.metric("ns_per_round_trip").map(|v| ns_label(v.as_f64()))
+            }));
+        }
+        if compact && dedicated {
+            row.push(match (per_trip(c), per_trip(d)) {
+                (Some(c), Some(d)) => ns_label(c.as_f64() - d.as_f64()),
+                _ => "—".into(),
+            });
+        }
+        rows.push(row);
+    }
+    finish(title, table(&header, &rows), notes, &[])
 }
 
 /// Spawn + join of trivial tasks: one row per system and phase.
@@ -801,7 +1046,10 @@ pub fn spawn_table(records: &[Record], systems: &[System]) -> String {
         }
     }
     finish(
-        "Spawn: spawn and join trivial tasks (in batches of 1,000)",
+        &caption(
+            "Spawn: spawn and join trivial tasks (in batches of 1,000)",
+            systems,
+        ),
         table(&header, &rows),
         notes,
         &[],
@@ -881,15 +1129,82 @@ mod tests {
             rec(System::Greenhub, "cold", 4.7, 1_000_500),
             rec(System::Greenhub, "warm", 0.9, 30),
             rec(System::Floor, "cold", 3.9163, 1_000_012),
+            rec(System::GreenhubCompact, "cold", 1.9581, 250_000),
+            rec(System::GreenhubCompact, "warm", 0.8, 40),
         ];
         let text = prog1_table(&records, &System::ALL, &[1_000_000]);
         assert!(text.contains("page-fault floor"), "{text}");
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| l.starts_with("1M"))
+            .map(|l| l.split('|').map(str::trim).collect())
+            .collect();
+        // The runtimes' table (threads and tokio not measured here), then
+        // greenhub's modes, a row each, then the floor.
+        assert_eq!(rows.len(), 4, "{text}");
+        assert_eq!(
+            rows[1],
+            ["1M", "greenhub", "4.70 s", "900 ms", "1,000,500", "30"]
+        );
+        assert_eq!(
+            rows[2],
+            [
+                "1M",
+                "greenhub-compact",
+                "1.96 s",
+                "800 ms",
+                "250,000",
+                "40"
+            ]
+        );
+        assert_eq!(
+            rows[3],
+            [
+                "1M",
+                "3.92 s",
+                "1,000,012",
+                "4.70 s",
+                "1.20",
+                "1.96 s",
+                "0.50"
+            ]
+        );
+        // Without greenhub-compact, the floor table has no column for it.
+        let text = prog1_table(&records, &[System::Greenhub], &[1_000_000]);
         let row = text.lines().rev().find(|l| l.starts_with("1M")).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(cells, ["1M", "3.92 s", "1,000,012", "4.70 s", "1.20"]);
         // No greenhub, no floor.
         let text = prog1_table(&records, &[System::Tokio], &[1_000_000]);
         assert!(!text.contains("page-fault floor"), "{text}");
+        // greenhub-compact alone: its table says what Prog 1 is; no floor.
+        let text = prog1_table(&records, &[System::GreenhubCompact], &[1_000_000]);
+        assert!(text.starts_with("Prog 1: N tasks"), "{text}");
+        assert!(!text.contains("page-fault floor"), "{text}");
+    }
+
+    #[test]
+    fn switch_records() {
+        let rec = |system, live: u64, ns: f64| Record {
+            bench: Bench::Switch,
+            system,
+            n: Some(live),
+            phase: None,
+            outcome: Outcome::Measured(vec![
+                ("ns_per_round_trip".into(), Value::Float(ns)),
+                ("round_trips".into(), Value::Int(200_000)),
+            ]),
+        };
+        let r = rec(System::GreenhubCompact, 1024, 180.5);
+        assert_eq!(
+            r.json(),
+            r#"{"bench":"switch","system":"greenhub-compact","live_bytes":1024,"ns_per_round_trip":180.5,"round_trips":200000}"#
+        );
+        let records = vec![r, rec(System::Greenhub, 1024, 70.0)];
+        let text = switch_table(&records, &System::GREENHUB, &[1024]);
+        let row = text.lines().find(|l| l.starts_with("1,024 B")).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells, ["1,024 B", "180.5 ns", "—", "70.0 ns", "110.5 ns"]);
     }
 
     #[test]
