@@ -37,7 +37,12 @@
 //!   instead of hanging.
 //! - Each green thread has its own stack (32 KiB usable by default, see
 //!   [`HubBuilder::stack_size`]) with a guard page; an overflow is reported
-//!   with the green thread's id and name before the process aborts.
+//!   with the green thread's id and name before the process aborts. With
+//!   [`HubBuilder::compact_stacks`] (`unsafe`: read its contract) green
+//!   threads share a few stacks and a parked one keeps only the bytes it used.
+//! - [`sync`] has what programs are built from — events, queues, channels,
+//!   semaphores, locks, groups, pools, waiting on many things — all FIFO-fair,
+//!   all usable between green threads, hubs and plain OS threads.
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
@@ -226,6 +231,12 @@ impl HubBuilder {
         hub::run(self.config, main)
     }
 }
+
+/// The README's example is compiled and run as a doctest, so the first thing
+/// a newcomer copies always works.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
 
 /// Test and diagnostic switches. Not part of the stable API.
 #[doc(hidden)]
