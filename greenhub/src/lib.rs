@@ -47,9 +47,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, clippy::undocumented_unsafe_blocks)]
 
+pub mod blocking;
 mod coroutine;
+pub mod fs;
 mod hub;
 pub mod local;
+pub mod net;
+pub mod server;
 pub mod stack;
 pub mod sync;
 mod task;

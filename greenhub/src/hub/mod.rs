@@ -29,6 +29,7 @@
 //! only this hub can wake (a join of a local green thread), or no other OS
 //! thread exists, `run` returns [`Error::Deadlock`] naming who waits on what.
 
+pub(crate) mod reactor;
 pub(crate) mod timer;
 mod waker;
 
@@ -83,9 +84,21 @@ pub(crate) struct Shared {
     /// Set while the hub blocks in `poll`: only then is the mio waker written.
     sleeping: AtomicBool,
     waker: mio::Waker,
+    /// The hub's event loop registry (thread-safe: any thread may deregister).
+    registry: mio::Registry,
+    /// Reactor slots of sources dropped on other threads, to free.
+    released: Mutex<Vec<usize>>,
 }
 
 impl Shared {
+    /// A source registered with this hub was dropped on another thread.
+    fn release_later(&self, token: usize) {
+        self.released
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token);
+    }
+
     fn push_remote(&self, key: u32) {
         self.inbox
             .lock()
@@ -190,7 +203,7 @@ pub(crate) struct Hub {
     current_suspender: Cell<Option<Suspender>>,
     next_timeout: Cell<u64>,
     /// Registered I/O sources: while any exists, waiting is not a deadlock.
-    io_sources: Cell<usize>,
+    reactor: reactor::Reactor,
     /// Headers of finished green threads that nothing refers to any more.
     spare_headers: RefCell<Vec<Arc<Header>>>,
     compact: Option<Compact>,
@@ -357,6 +370,8 @@ impl Hub {
                 pending: AtomicBool::new(false),
                 sleeping: AtomicBool::new(false),
                 waker,
+                registry: poll.registry().try_clone()?,
+                released: Mutex::new(Vec::new()),
             }),
             stacks: RefCell::new(stacks),
             config,
@@ -369,7 +384,7 @@ impl Hub {
             current_header: Cell::new(ptr::null()),
             current_suspender: Cell::new(None),
             next_timeout: Cell::new(1),
-            io_sources: Cell::new(0),
+            reactor: reactor::Reactor::default(),
             spare_headers: RefCell::new(Vec::new()),
             compact,
         })
@@ -775,6 +790,32 @@ impl Hub {
         if blocking {
             self.shared.sleeping.store(false, Ordering::SeqCst);
         }
+        for event in events.iter() {
+            if event.token() != WAKER_TOKEN {
+                self.reactor.dispatch(event);
+            }
+        }
+        drop(events);
+        let released = std::mem::take(
+            &mut *self
+                .shared
+                .released
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        for token in released {
+            self.release_io(token);
+        }
+    }
+
+    /// Frees the reactor slot of a deregistered source.
+    pub(crate) fn release_io(&self, token: usize) {
+        self.reactor.release(token);
+    }
+
+    /// The running green thread's key, if a green thread runs.
+    pub(crate) fn current_key(&self) -> Option<u32> {
+        self.current.get()
     }
 
     /// Runs green threads until `main` finishes, or reports a deadlock.
@@ -796,7 +837,7 @@ impl Hub {
             let now = Instant::now();
             self.expire_timers(now);
             if !self.run_queue.borrow().is_empty() {
-                if self.io_sources.get() > 0 {
+                if self.reactor.len() > 0 {
                     self.poll(Some(Duration::ZERO));
                 }
                 continue;
@@ -804,7 +845,7 @@ impl Hub {
             let next_timer = self.timers.borrow().next_deadline();
             let timeout = match next_timer {
                 Some(deadline) => Some(deadline.saturating_duration_since(now)),
-                None if self.io_sources.get() > 0 => None,
+                None if self.reactor.len() > 0 => None,
                 None => {
                     if let Some(parked) = self.deadlock_report() {
                         return Err(Error::Deadlock(parked));
