@@ -60,7 +60,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Declares green-thread-local statics, in the spirit of `thread_local!`:
@@ -153,34 +153,10 @@ impl Values {
     }
 }
 
-/// A value on the heap, owned through a raw pointer rather than a `Box`: the
-/// owner moves when the vectors grow or the map rehashes, and moving a `Box`
-/// would assert unique access to the value while `with` lends it out.
-struct Owned(NonNull<dyn Any>);
-
-impl Owned {
-    fn new(value: Box<dyn Any>) -> Owned {
-        Owned(NonNull::from(Box::leak(value)))
-    }
-
-    /// The value, as a `T`.
-    fn get<T: 'static>(&self) -> *const T {
-        // SAFETY: the pointer came from `Box::leak` and is freed only by
-        // `drop`; only shared references to the value are ever made.
-        let value = unsafe { self.0.as_ref() };
-        value
-            .downcast_ref::<T>()
-            .expect("a key's values have its type")
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        // SAFETY: the pointer came from `Box::leak`; this is its only owner,
-        // and no reference lent out by `with` outlives it (see `try_with`).
-        drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-    }
-}
+/// A value on the heap. Shared (`Rc`) so that `with` holds its own reference
+/// while it lends the value out: whatever happens meanwhile to the owner's
+/// vectors (they grow, the map rehashes), the value stays alive and in place.
+type Owned = Rc<dyn Any>;
 
 /// Green thread ids are unique counters: they need no mixing beyond a multiply.
 #[derive(Default)]
@@ -244,15 +220,10 @@ impl<T: 'static> LocalKey<T> {
             Some(id) => self.green_value(id, index)?,
             None => self.os_value(index)?,
         };
-        // SAFETY: `value` points to a value owned by this green thread's (or
-        // OS thread's) `Values`, which is never dropped or replaced while
-        // reachable: a green thread's values are taken out of the map by
-        // `finish` before they are dropped, and `finish` runs after its
-        // closure (and so after this `with`) has returned (a `with` called
-        // during `finish` makes a new value); an OS thread's values are
-        // dropped when it exits. The value never moves (see `Owned`), and no
-        // `&mut` to it is ever made.
-        Ok(f(unsafe { &*value }))
+        let value = value
+            .downcast_ref::<T>()
+            .expect("a key's values have its type");
+        Ok(f(value))
     }
 
     fn index(&'static self) -> usize {
@@ -271,9 +242,9 @@ impl<T: 'static> LocalKey<T> {
     }
 
     /// The green thread `id`'s value, made if missing.
-    fn green_value(&'static self, id: u64, index: usize) -> Result<*const T, AccessError> {
+    fn green_value(&'static self, id: u64, index: usize) -> Result<Owned, AccessError> {
         let lookup = |map: &HashMap<u64, Values, _>| {
-            map.get(&id).and_then(|values| find::<T>(values, index))
+            map.get(&id).and_then(|values| find(values, index))
         };
         let found = GREEN
             .try_with(|map| lookup(&map.borrow()))
@@ -283,13 +254,13 @@ impl<T: 'static> LocalKey<T> {
         }
         // No borrow is held while the initialiser runs: it may use other
         // green locals, or park (and let other green threads use theirs).
-        let fresh: Box<dyn Any> = Box::new((self.init)());
+        let fresh: Owned = Rc::new((self.init)());
         GREEN_USED.set(true);
         let (value, spare) = GREEN
             .try_with(|map| {
                 let mut map = map.borrow_mut();
                 let values = map.entry(id).or_default();
-                store::<T>(values, index, fresh)
+                store(values, index, fresh)
             })
             .map_err(|_| AccessError(()))?;
         drop(spare);
@@ -297,16 +268,16 @@ impl<T: 'static> LocalKey<T> {
     }
 
     /// This OS thread's value, made if missing.
-    fn os_value(&'static self, index: usize) -> Result<*const T, AccessError> {
+    fn os_value(&'static self, index: usize) -> Result<Owned, AccessError> {
         let found = OS
-            .try_with(|values| find::<T>(&values.borrow(), index))
+            .try_with(|values| find(&values.borrow(), index))
             .map_err(|_| AccessError(()))?;
         if let Some(value) = found {
             return Ok(value);
         }
-        let fresh: Box<dyn Any> = Box::new((self.init)());
+        let fresh: Owned = Rc::new((self.init)());
         let (value, spare) = OS
-            .try_with(|values| store::<T>(&mut values.borrow_mut(), index, fresh))
+            .try_with(|values| store(&mut values.borrow_mut(), index, fresh))
             .map_err(|_| AccessError(()))?;
         drop(spare);
         Ok(value)
@@ -314,30 +285,26 @@ impl<T: 'static> LocalKey<T> {
 }
 
 /// The value at `index`, if made.
-fn find<T: 'static>(values: &Values, index: usize) -> Option<*const T> {
-    Some(values.slots.get(index)?.as_ref()?.get::<T>())
+fn find(values: &Values, index: usize) -> Option<Owned> {
+    values.slots.get(index)?.clone()
 }
 
 /// Stores `fresh` at `index` unless a value got there first (the initialiser
 /// touched its own key); returns the value kept, and `fresh` if it was not
 /// (to be dropped by the caller, outside the borrow).
-fn store<T: 'static>(
-    values: &mut Values,
-    index: usize,
-    fresh: Box<dyn Any>,
-) -> (*const T, Option<Box<dyn Any>>) {
+fn store(values: &mut Values, index: usize, fresh: Owned) -> (Owned, Option<Owned>) {
     if values.slots.len() <= index {
         values.slots.resize_with(index + 1, || None);
     }
     let spare = match &values.slots[index] {
         Some(_) => Some(fresh),
         None => {
-            values.slots[index] = Some(Owned::new(fresh));
+            values.slots[index] = Some(fresh);
             values.made.push(index);
             None
         }
     };
-    let value = find::<T>(values, index).expect("just stored");
+    let value = find(values, index).expect("just stored");
     (value, spare)
 }
 

@@ -415,10 +415,7 @@ pub fn current() -> GreenThread {
 /// The id of the running green thread, if the caller is one (cheaper than
 /// [`current`]: no name is cloned).
 pub(crate) fn current_id() -> Option<u64> {
-    let header = hub::current_header_ptr()?;
-    // SAFETY: the header of the running green thread is alive while it runs
-    // (`current_header_ptr`'s contract), and the caller is that green thread.
-    Some(unsafe { (*header).id })
+    hub::current_id()
 }
 
 /// Spawns a green thread on this OS thread's hub; it starts on a later turn of

@@ -324,6 +324,11 @@ fn install_panic_marker() {
     });
 }
 
+/// The id of the running green thread, if any.
+pub(crate) fn current_id() -> Option<u64> {
+    with_hub(|hub| hub.running().map(|h| h.id)).flatten()
+}
+
 /// Whether the current green thread has been killed.
 pub(crate) fn current_killed() -> bool {
     with_hub(|hub| {
