@@ -133,6 +133,24 @@ fn every_primitive_names_itself() -> Outcome {
     Ok(())
 }
 
+/// Idle blocking-pool threads are not "other threads" that could wake
+/// anyone: after an `unblock`, a real deadlock is still reported at once
+/// (not after the pool's idle timeout).
+fn idle_pool_threads_do_not_hide_a_deadlock() -> Outcome {
+    let started = std::time::Instant::now();
+    let (parked, _text) = deadlock(run(|| {
+        assert_eq!(greenhub::blocking::unblock(|| 6 * 7), 42);
+        Event::new().wait();
+    }))?;
+    check!(parked.len() == 1, "{parked:?}");
+    let took = started.elapsed();
+    check!(
+        took < std::time::Duration::from_secs(5),
+        "reported after {took:?}, not after the idle timeout (10 s)"
+    );
+    Ok(())
+}
+
 /// Green threads "a" and "b" join each other; main joins "c", which waits on
 /// an AsyncResult that nobody sets. (Main cannot join "a" or "b" itself: a
 /// `JoinHandle` has one owner, and both are owned inside the cycle.)
@@ -275,7 +293,7 @@ fn thread_count() -> usize {
 }
 
 fn main() {
-    let scenarios: [Scenario; 8] = [
+    let scenarios: [Scenario; 9] = [
         ("every_primitive_names_itself", every_primitive_names_itself),
         (
             "event_wait_with_nothing_to_set_it",
@@ -302,6 +320,11 @@ fn main() {
         (
             "detection_works_again_once_the_other_thread_is_gone",
             detection_works_again_once_the_other_thread_is_gone,
+        ),
+        // Leaves an idle pool thread behind: last of all.
+        (
+            "idle_pool_threads_do_not_hide_a_deadlock",
+            idle_pool_threads_do_not_hide_a_deadlock,
         ),
     ];
     // libtest-style arguments: `--list`, `--ignored` (there are none), and

@@ -983,7 +983,11 @@ fn other_threads_exist() -> bool {
             if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
                 if let Some(n) = rest.split_whitespace().nth(17) {
                     if let Ok(n) = n.parse::<u64>() {
-                        return n > 1;
+                        // Idle blocking-pool threads run nothing and can wake
+                        // nobody. (A pool thread wakes its caller, setting the
+                        // inbox's `pending`, before it counts itself idle, and
+                        // deadlock_report re-reads `pending` after this.)
+                        return n.saturating_sub(crate::blocking::idle_threads() as u64) > 1;
                     }
                 }
             }

@@ -416,7 +416,7 @@ mod tests {
             buf[..n].to_vec()
         });
         std::thread::sleep(Duration::from_millis(10));
-        (&*b.get_ref()).write_all(b"abc").unwrap();
+        b.get_ref().write_all(b"abc").unwrap();
         assert_eq!(t.join().unwrap(), b"abc");
     }
 }

@@ -32,7 +32,7 @@ impl<T> std::error::Error for Closed<T> {}
 /// Why a `try_put` did not put the item; the item comes back.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum TryPutError<T> {
-    /// The queue is full (for a [`Channel`](super::Channel): no getter waits).
+    /// The queue is full (for a [`Channel`](crate::sync::Channel): no getter waits).
     Full(T),
     /// The queue is closed.
     Closed(T),
@@ -140,7 +140,7 @@ impl<T> From<Closed<T>> for PutTimeoutError<T> {
 /// Why a `try_get` got nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TryGetError {
-    /// Nothing to take now (for a [`Channel`](super::Channel): no putter waits).
+    /// Nothing to take now (for a [`Channel`](crate::sync::Channel): no putter waits).
     Empty,
     /// The queue is closed and drained.
     Closed,
