@@ -243,9 +243,8 @@ impl<T: 'static> LocalKey<T> {
 
     /// The green thread `id`'s value, made if missing.
     fn green_value(&'static self, id: u64, index: usize) -> Result<Owned, AccessError> {
-        let lookup = |map: &HashMap<u64, Values, _>| {
-            map.get(&id).and_then(|values| find(values, index))
-        };
+        let lookup =
+            |map: &HashMap<u64, Values, _>| map.get(&id).and_then(|values| find(values, index));
         let found = GREEN
             .try_with(|map| lookup(&map.borrow()))
             .map_err(|_| AccessError(()))?;

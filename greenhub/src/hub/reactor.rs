@@ -364,15 +364,19 @@ mod tests {
                 crate::spawn(move || {
                     let mut buf = [0u8; 5];
                     let n = a
-                        .do_io(Direction::Read, None, "test::read", |s| (&*s).read(&mut buf))
+                        .do_io(Direction::Read, None, "test::read", |s| {
+                            (&*s).read(&mut buf)
+                        })
                         .unwrap();
                     buf[..n].to_vec()
                 })
             };
             crate::sleep(Duration::from_millis(10));
             assert!(!reader.is_finished(), "the reader parked");
-            b.do_io(Direction::Write, None, "test::write", |s| (&*s).write(b"hello"))
-                .unwrap();
+            b.do_io(Direction::Write, None, "test::write", |s| {
+                (&*s).write(b"hello")
+            })
+            .unwrap();
             assert_eq!(reader.join().unwrap(), b"hello");
         })
         .unwrap();
@@ -395,7 +399,9 @@ mod tests {
             let reader = {
                 let a = a.clone();
                 crate::spawn(move || {
-                    a.do_io(Direction::Read, None, "test::read", |s| (&*s).read(&mut [0u8; 1]))
+                    a.do_io(Direction::Read, None, "test::read", |s| {
+                        (&*s).read(&mut [0u8; 1])
+                    })
                 })
             };
             crate::yield_now();
@@ -411,7 +417,9 @@ mod tests {
         let t = std::thread::spawn(move || {
             let mut buf = [0u8; 3];
             let n = a
-                .do_io(Direction::Read, None, "test::read", |s| (&*s).read(&mut buf))
+                .do_io(Direction::Read, None, "test::read", |s| {
+                    (&*s).read(&mut buf)
+                })
                 .unwrap();
             buf[..n].to_vec()
         });
