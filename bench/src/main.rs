@@ -22,6 +22,9 @@
 //!   4 KiB, switching with `yield_now`; time per round trip, beside the same
 //!   on dedicated stacks (no copying). greenhub's two systems only.
 //! - **queue** (not in `talk`): queues between tasks (see `queue_bench`).
+//! - **echo** (not in `talk`): TCP echo servers under load, and their memory
+//!   per idle connection (see `echo_bench`); the servers run in child
+//!   processes (`__echo_server <system>`), the load in this one.
 //!
 //! Every measurement runs in a fresh child process: this binary re-executes
 //! itself as `__child <bench> <system> <n>`. That keeps Prog 2's RSS baseline
@@ -36,6 +39,7 @@
 
 #![deny(unsafe_code)]
 
+mod echo_bench;
 mod floor_sys;
 mod greenhub_sys;
 mod proc;
@@ -89,9 +93,9 @@ pub fn spawn_checksum(n: usize) -> u64 {
 }
 
 const USAGE: &str = "\
-usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn|switch|queue> [--json] [--max-n N] [--systems a,b]
+usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn|switch|queue|echo> [--json] [--max-n N] [--systems a,b]
 
-  talk       everything but queue: prog1, prog2, pingpong, spawn, switch
+  talk       everything but queue and echo: prog1, prog2, pingpong, spawn, switch
   prog1      N tasks each sleep 200 ms; wall time (cold and warm rounds); with
              greenhub, its page-fault floor (first touch of N fresh stack pages)
   prog2      N tasks parked (each sleeps an hour); resident memory per task
@@ -105,6 +109,11 @@ usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn|switch|queue> [--json] [-
              4 consumers through a bounded queue: greenhub's Queue, tokio's
              mpsc, crossbeam-channel between OS threads (system `threads`);
              not greenhub-compact
+  echo       (not in talk) TCP echo servers on 127.0.0.1: C = 10, 100, 1,000
+             connections doing 64-byte round trips for 2 s (round trips per
+             second, p99 latency), and RSS per idle connection with 10,000
+             idle connections; servers in child processes, the same client
+             (2 OS threads, blocking std sockets) for all
 
   Systems: threads (OS threads), tokio (current-thread runtime), greenhub
   (a dedicated stack per green thread), greenhub-compact (8 shared execution
@@ -191,6 +200,7 @@ fn parse_args(args: &[String]) -> Result<Args, String> {
                     Some(match cmd {
                         "talk" => Bench::ALL.to_vec(),
                         "queue" => Bench::QUEUE.to_vec(),
+                        "echo" => Bench::ECHO.to_vec(),
                         other => vec![Bench::parse(other)
                             .ok_or_else(|| format!("unknown command {other:?}"))?],
                     });
@@ -211,6 +221,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("__child") {
         return child_main(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("__echo_server") {
+        return echo_bench::server_main(&args[1..]);
     }
     let args = match parse_args(&args) {
         Ok(a) => a,
@@ -251,6 +264,9 @@ fn child_main(args: &[String]) -> ExitCode {
         (System::Tokio, Bench::Prog2) => tokio_sys::prog2(n),
         (System::Tokio, Bench::PingPong) => tokio_sys::pingpong(n),
         (System::Tokio, Bench::Spawn) => tokio_sys::spawn_bench(n),
+        (_, Bench::Echo | Bench::EchoIdle) => {
+            report::emit_refused(None, "echo runs its servers as __echo_server")
+        }
         (System::Greenhub | System::GreenhubCompact, bench) => {
             let stacks = Stacks::of(system);
             match bench {
@@ -261,6 +277,7 @@ fn child_main(args: &[String]) -> ExitCode {
                 Bench::Switch => greenhub_sys::switch(stacks, n, SWITCH_TRIPS),
                 Bench::QueuePingPong => queue_bench::pingpong(system, n),
                 Bench::QueueThroughput => queue_bench::throughput(system, n),
+                Bench::Echo | Bench::EchoIdle => unreachable!("matched above"),
             }
         }
         (System::Floor, Bench::Prog1) => floor_sys::prog1(n),
@@ -477,6 +494,8 @@ fn run(args: &Args) {
         sizes.push(args.max_n);
     }
     let mut queue_records = Vec::new();
+    let mut echo_records = Vec::new();
+    let echo_systems = echo_bench::systems(&args.systems);
     let all = &args.systems;
     let queue_systems = queue_systems(all);
     let switch_systems = switch_systems(all);
@@ -497,6 +516,7 @@ fn run(args: &Args) {
                 _ => QUEUE_TRIPS as u64,
             }),
             Bench::QueueThroughput => run_once(bench, args, &queue_systems, |_| QUEUE_ITEMS as u64),
+            Bench::Echo | Bench::EchoIdle => echo_bench::run(bench, args, &echo_systems),
         };
         if !args.json {
             let text = match bench {
@@ -513,6 +533,19 @@ fn run(args: &Args) {
                 Bench::QueueThroughput => {
                     queue_records.extend(records);
                     report::queue_table(&queue_records, &queue_systems)
+                }
+                Bench::Echo => {
+                    echo_records.extend(records);
+                    continue;
+                }
+                Bench::EchoIdle => {
+                    echo_records.extend(records);
+                    report::echo_table(
+                        &echo_records,
+                        &echo_systems,
+                        &echo_bench::CONNECTIONS,
+                        echo_bench::IDLE_CONNECTIONS,
+                    )
                 }
             };
             println!("{text}");
@@ -671,6 +704,8 @@ mod tests {
         assert_eq!(a.benches, vec![Bench::Switch]);
         assert_eq!(a.systems, vec![System::Greenhub, System::GreenhubCompact]);
         assert!(Bench::ALL.contains(&Bench::Switch));
+        let a = args("echo --systems tokio,greenhub").unwrap();
+        assert_eq!(a.benches, vec![Bench::Echo, Bench::EchoIdle]);
         assert!(args("").is_err());
         assert!(args("prog3").is_err());
         assert!(args("talk --systems go").is_err());

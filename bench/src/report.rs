@@ -21,6 +21,8 @@ pub enum Bench {
     Switch,
     QueuePingPong,
     QueueThroughput,
+    Echo,
+    EchoIdle,
 }
 
 impl Bench {
@@ -34,6 +36,8 @@ impl Bench {
     ];
     /// The `queue` command (not part of `talk`).
     pub const QUEUE: [Bench; 2] = [Bench::QueuePingPong, Bench::QueueThroughput];
+    /// The `echo` command (not part of `talk`).
+    pub const ECHO: [Bench; 2] = [Bench::Echo, Bench::EchoIdle];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -44,6 +48,8 @@ impl Bench {
             Bench::Switch => "switch",
             Bench::QueuePingPong => "queue_pingpong",
             Bench::QueueThroughput => "queue_throughput",
+            Bench::Echo => "echo",
+            Bench::EchoIdle => "echo_idle",
         }
     }
 
@@ -51,19 +57,25 @@ impl Bench {
         Bench::ALL
             .into_iter()
             .chain(Bench::QUEUE)
+            .chain(Bench::ECHO)
             .find(|b| b.name() == s)
     }
 
     /// Whether a record of this benchmark has a size ([`Record::n`]).
     pub fn sized(self) -> bool {
-        matches!(self, Bench::Prog1 | Bench::Prog2 | Bench::Switch)
+        matches!(
+            self,
+            Bench::Prog1 | Bench::Prog2 | Bench::Switch | Bench::Echo | Bench::EchoIdle
+        )
     }
 
-    /// The JSON key of a record's size: the number of tasks, or for
-    /// `switch` the bytes of each green thread's live frame.
+    /// The JSON key of a record's size: the number of tasks, for `switch`
+    /// the bytes of each green thread's live frame, for `echo` the
+    /// connections.
     fn size_key(self) -> &'static str {
         match self {
             Bench::Switch => "live_bytes",
+            Bench::Echo | Bench::EchoIdle => "connections",
             _ => "n",
         }
     }
@@ -1018,6 +1030,70 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
     finish(title, table(&header, &rows), notes, &[])
 }
 
+/// The `echo` command: round trips per second and p99 latency, a row per
+/// connection count and a column pair per system; then RSS per idle
+/// connection, a row per system.
+pub fn echo_table(records: &[Record], systems: &[System], sizes: &[u64], idle: u64) -> String {
+    let idx = Index { records };
+    let mut notes = Notes::default();
+    let mut header = vec!["connections".to_string()];
+    for s in systems {
+        header.push(format!("{} rt/s", s.name()));
+        header.push("p99".into());
+    }
+    let mut rows = Vec::new();
+    for &c in sizes {
+        let mut row = vec![group(c)];
+        for &s in systems {
+            let rec = idx.get(Bench::Echo, s, Some(c), None);
+            row.push(cell(rec, &mut notes, |r| {
+                r.metric("round_trips_per_sec")
+                    .map(|v| group(v.as_f64() as u64))
+            }));
+            row.push(
+                rec.and_then(|r| r.metric("p99_us"))
+                    .map_or_else(String::new, |v| fine_secs_label(v.as_f64() / 1e6)),
+            );
+        }
+        rows.push(row);
+    }
+    let mut body = table(&header, &rows);
+    let idle_header: Vec<String> = ["system", "RSS per idle connection"]
+        .map(String::from)
+        .to_vec();
+    let idle_rows: Vec<Vec<String>> = systems
+        .iter()
+        .map(|&s| {
+            let rec = idx.get(Bench::EchoIdle, s, Some(idle), None);
+            vec![
+                s.name().to_string(),
+                cell(rec, &mut notes, |r| {
+                    r.metric("rss_bytes_per_conn")
+                        .map(|v| format!("{} B", group(v.as_f64().max(0.0) as u64)))
+                }),
+            ]
+        })
+        .collect();
+    let _ = write!(
+        body,
+        "\nWith {} idle connections (each made one round trip; the server's RSS growth / connections):\n\n{}",
+        group(idle),
+        table(&idle_header, &idle_rows)
+    );
+    finish(
+        &caption(
+            "Echo: C connections each doing 64-byte round trips for 2 s (load: 2 OS threads of std\n\
+             blocking sockets, each writing a request on all its connections, then reading every\n\
+             reply); round trips per second and 99th-percentile latency. The server process is\n\
+             pinned to the last CPU, the load to the others (one core per server, threads too)",
+            systems,
+        ),
+        body,
+        notes,
+        &[],
+    )
+}
+
 /// Spawn + join of trivial tasks: one row per system and phase.
 pub fn spawn_table(records: &[Record], systems: &[System]) -> String {
     let mut notes = Notes::default();
@@ -1205,6 +1281,46 @@ mod tests {
         let row = text.lines().find(|l| l.starts_with("1,024 B")).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(cells, ["1,024 B", "180.5 ns", "—", "70.0 ns", "110.5 ns"]);
+    }
+
+    #[test]
+    fn echo_records() {
+        let rec = |bench, system, c: u64, metrics: Vec<(&str, Value)>| Record {
+            bench,
+            system,
+            n: Some(c),
+            phase: None,
+            outcome: Outcome::Measured(metrics.into_iter().map(|(k, v)| (k.into(), v)).collect()),
+        };
+        let r = rec(
+            Bench::Echo,
+            System::Greenhub,
+            100,
+            vec![
+                ("round_trips_per_sec", Value::Float(150000.0)),
+                ("p99_us", Value::Float(871.5)),
+            ],
+        );
+        assert_eq!(
+            r.json(),
+            r#"{"bench":"echo","system":"greenhub","connections":100,"round_trips_per_sec":150000,"p99_us":871.5}"#
+        );
+        let idle = rec(
+            Bench::EchoIdle,
+            System::Greenhub,
+            10_000,
+            vec![("rss_bytes_per_conn", Value::Float(4868.2))],
+        );
+        assert_eq!(
+            idle.json(),
+            r#"{"bench":"echo_idle","system":"greenhub","connections":10000,"rss_bytes_per_conn":4868.2}"#
+        );
+        let text = echo_table(&[r, idle], &[System::Greenhub], &[100], 10_000);
+        let row = text.lines().find(|l| l.starts_with("100 ")).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(cells, ["100", "150,000", "872 µs"]);
+        assert!(text.contains("4,868 B"), "{text}");
+        assert_eq!(Bench::parse("echo_idle"), Some(Bench::EchoIdle));
     }
 
     #[test]

@@ -63,6 +63,10 @@ const WRITE: u8 = 2;
 #[derive(Default)]
 pub(crate) struct IoState {
     ready: u8,
+    /// Directions that saw a hang-up or an error: sticky (epoll reports it
+    /// once), so a drained direction is not taken for one that will get
+    /// another event.
+    closed: u8,
     readers: Vec<Waker>,
     writers: Vec<Waker>,
 }
@@ -98,6 +102,12 @@ impl Reactor {
         };
         let trouble = event.is_error() || event.is_read_closed() && event.is_write_closed();
         let mut woken = Vec::new();
+        if event.is_read_closed() || trouble {
+            io.closed |= READ;
+        }
+        if event.is_write_closed() || trouble {
+            io.closed |= WRITE;
+        }
         if event.is_readable() || event.is_read_closed() || trouble {
             io.ready |= READ;
             woken.append(&mut io.readers);
@@ -154,11 +164,17 @@ impl<S: AsRawFd> IoSource<S> {
         what: &'static str,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
+        // After a short stream read the socket is known drained: park for
+        // the next edge instead of trying a read bound to fail.
+        let mut skip = self.known_not_ready(dir);
         loop {
-            match op(self.get_ref()) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                other => return other,
+            if !skip {
+                match op(self.get_ref()) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
             }
+            skip = false;
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(timed_out());
             }
@@ -172,6 +188,42 @@ impl<S: AsRawFd> IoSource<S> {
                 None => wait_thread(self.get_ref().as_raw_fd(), dir, deadline)?,
             }
         }
+    }
+
+    /// Whether `dir` is known not ready: registered with the running hub,
+    /// and no event since it was last found drained.
+    fn known_not_ready(&self, dir: Direction) -> bool {
+        let Some((reg, _)) = self.registration.get() else {
+            return false;
+        };
+        with_hub(|hub| {
+            Arc::as_ptr(&hub.shared) as usize == reg.hub
+                && hub.current_key().is_some()
+                && hub
+                    .reactor
+                    .ios
+                    .borrow()
+                    .get(reg.token)
+                    .is_some_and(|io| (io.ready | io.closed) & dir.bit() == 0)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Records that `dir` was drained (a stream read returned less than
+    /// asked): the next operation parks until an event, with no try first.
+    /// Sound with edge-triggered epoll: any data arriving after the read
+    /// raises a new event, which sets the bit again.
+    pub(crate) fn drained(&self, dir: Direction) {
+        let Some((reg, _)) = self.registration.get() else {
+            return;
+        };
+        with_hub(|hub| {
+            if Arc::as_ptr(&hub.shared) as usize == reg.hub {
+                if let Some(io) = hub.reactor.ios.borrow_mut().get_mut(reg.token) {
+                    io.ready &= !dir.bit();
+                }
+            }
+        });
     }
 
     /// Parks the current green thread until `dir` is ready (or the deadline).

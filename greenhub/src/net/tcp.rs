@@ -596,7 +596,12 @@ impl TcpStream {
 
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read("TcpStream::read", |mut s| s.read(buf))
+        let len = buf.len();
+        let n = self.inner.read("TcpStream::read", |mut s| s.read(buf))?;
+        if n > 0 && n < len {
+            self.inner.io.drained(Direction::Read);
+        }
+        Ok(n)
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
