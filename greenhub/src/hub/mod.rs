@@ -384,7 +384,7 @@ impl Hub {
             run_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerWheel::new(Instant::now())),
             poll: RefCell::new(poll),
-            events: RefCell::new(mio::Events::with_capacity(256)),
+            events: RefCell::new(mio::Events::with_capacity(1024)),
             current: Cell::new(None),
             current_header: Cell::new(ptr::null()),
             current_suspender: Cell::new(None),
