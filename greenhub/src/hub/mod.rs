@@ -29,6 +29,7 @@
 //! only this hub can wake (a join of a local green thread), or no other OS
 //! thread exists, `run` returns [`Error::Deadlock`] naming who waits on what.
 
+mod ending;
 pub(crate) mod reactor;
 pub(crate) mod timer;
 mod waker;
@@ -861,99 +862,6 @@ impl Hub {
             self.poll(timeout);
         }
     }
-
-    /// When nothing local can make progress: the list of parked green threads
-    /// if nothing can ever wake them, None if another OS thread might.
-    fn deadlock_report(&self) -> Option<Vec<crate::ParkedThread>> {
-        let tasks = self.tasks.borrow();
-        if tasks.iter().any(|(_, t)| t.wait.shared) && other_threads_exist() {
-            return None;
-        }
-        // A thread may have woken someone and exited since the inbox was
-        // drained: that wake is still pending, so this is no deadlock.
-        if self.shared.pending.load(Ordering::SeqCst) {
-            return None;
-        }
-        Some(
-            tasks
-                .iter()
-                .map(|(_, t)| crate::ParkedThread {
-                    id: crate::GreenId(t.header.id),
-                    name: t.header.name.as_deref().map(str::to_owned),
-                    waiting_on: t.wait.to_string(),
-                })
-                .collect(),
-        )
-    }
-
-    /// After main: kills every green thread left and lets them unwind. Returns
-    /// false if some could not finish (they are then leaked, not dropped).
-    fn shutdown(&self) -> bool {
-        loop {
-            let headers: Vec<Arc<Header>> = self
-                .tasks
-                .borrow()
-                .iter()
-                .map(|(_, t)| t.header.clone())
-                .collect();
-            if headers.is_empty() {
-                return true;
-            }
-            for header in &headers {
-                self.kill(header);
-            }
-            loop {
-                let next = self.run_queue.borrow_mut().pop_front();
-                let Some(key) = next else { break };
-                self.resume(key);
-            }
-            self.drain_inbox();
-            let now = Instant::now();
-            self.expire_timers(now);
-            if self.tasks.borrow().is_empty() {
-                return true;
-            }
-            if self.run_queue.borrow().is_empty() {
-                let next_timer = self.timers.borrow().next_deadline();
-                match next_timer {
-                    Some(deadline) => self.poll(Some(deadline.saturating_duration_since(now))),
-                    // Only another OS thread could still end a wait, and only
-                    // a wait on something it can reach (as in deadlock_report).
-                    None if self.tasks.borrow().iter().any(|(_, t)| t.wait.shared)
-                        && other_threads_exist() =>
-                    {
-                        self.poll(Some(REMOTE_RECHECK))
-                    }
-                    None => return false,
-                }
-            }
-        }
-    }
-
-    /// Forgets green threads that could not unwind: their stacks stay mapped
-    /// and their destructors never run (dropping a suspended corosensei
-    /// coroutine would force an unwind that aborts if a destructor parks).
-    fn leak_remaining(&self) {
-        let mut tasks = self.tasks.borrow_mut();
-        let names: Vec<String> = tasks
-            .iter()
-            .map(|(_, t)| {
-                format!(
-                    "{} ({})",
-                    describe(t.header.id, t.header.name.as_deref()),
-                    t.wait
-                )
-            })
-            .collect();
-        warn(format_args!(
-            "greenhub: {} green thread(s) could not be unwound at shutdown and were leaked: {}",
-            names.len(),
-            names.join(", ")
-        ));
-        for task in tasks.drain() {
-            std::mem::forget(task);
-        }
-    }
 }
 
 /// Writes a line on stderr from inside the runtime. Unlike `eprintln!`, a
@@ -972,28 +880,6 @@ pub(crate) fn describe(id: u64, name: Option<&str>) -> String {
         Some(name) => format!("green thread {id} '{name}'"),
         None => format!("green thread {id}"),
     }
-}
-
-/// Whether any OS thread other than the caller exists in this process.
-fn other_threads_exist() -> bool {
-    #[cfg(target_os = "linux")]
-    {
-        // Field 20 of /proc/self/stat, counted after the ')' that ends field 2.
-        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
-            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
-                if let Some(n) = rest.split_whitespace().nth(17) {
-                    if let Ok(n) = n.parse::<u64>() {
-                        // Idle blocking-pool threads run nothing and can wake
-                        // nobody. (A pool thread wakes its caller, setting the
-                        // inbox's `pending`, before it counts itself idle, and
-                        // deadlock_report re-reads `pending` after this.)
-                        return n.saturating_sub(crate::blocking::idle_threads() as u64) > 1;
-                    }
-                }
-            }
-        }
-    }
-    true
 }
 
 /// Creates a hub on this OS thread, runs `main` as its main green thread until
@@ -1053,4 +939,26 @@ pub(crate) fn run<T: 'static>(
         Some(Err(err)) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
         _ => Err(Error::MainKilled),
     }
+}
+
+/// Whether any OS thread other than the caller exists in this process.
+fn other_threads_exist() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        // Field 20 of /proc/self/stat, counted after the ')' that ends field 2.
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+                if let Some(n) = rest.split_whitespace().nth(17) {
+                    if let Ok(n) = n.parse::<u64>() {
+                        // Idle blocking-pool threads run nothing and can wake
+                        // nobody. (A pool thread wakes its caller, setting the
+                        // inbox's `pending`, before it counts itself idle, and
+                        // deadlock_report re-reads `pending` after this.)
+                        return n.saturating_sub(crate::blocking::idle_threads() as u64) > 1;
+                    }
+                }
+            }
+        }
+    }
+    true
 }
