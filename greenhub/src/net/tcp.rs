@@ -298,12 +298,6 @@ impl Iterator for Incoming<'_> {
     }
 }
 
-impl fmt::Debug for TcpListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.inner.get_ref(), f)
-    }
-}
-
 impl From<net::TcpListener> for TcpListener {
     /// Takes over a std listener, switching it to non-blocking mode.
     ///
@@ -317,49 +311,7 @@ impl From<net::TcpListener> for TcpListener {
     }
 }
 
-impl AsRawFd for TcpListener {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl AsFd for TcpListener {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.get_ref().as_fd()
-    }
-}
-
-impl FromRawFd for TcpListener {
-    /// Takes over a listening socket's descriptor, switching it to
-    /// non-blocking mode.
-    ///
-    /// # Safety
-    /// `fd` must be an open socket descriptor that nothing else owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> TcpListener {
-        // SAFETY: the caller passes ownership of an open socket descriptor.
-        TcpListener::from(unsafe { net::TcpListener::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for TcpListener {
-    /// Gives up the descriptor (still in non-blocking mode).
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_inner().into_raw_fd()
-    }
-}
-
-impl From<OwnedFd> for TcpListener {
-    fn from(fd: OwnedFd) -> TcpListener {
-        TcpListener::from(net::TcpListener::from(fd))
-    }
-}
-
-impl From<TcpListener> for OwnedFd {
-    /// Gives up the descriptor (still in non-blocking mode).
-    fn from(listener: TcpListener) -> OwnedFd {
-        listener.inner.into_inner().into()
-    }
-}
+fd_conversions!(TcpListener, net::TcpListener);
 
 // ---------------------------------------------------------------------------
 // TcpStream.
@@ -649,12 +601,6 @@ impl Write for TcpStream {
     }
 }
 
-impl fmt::Debug for TcpStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.inner.get_ref(), f)
-    }
-}
-
 impl From<net::TcpStream> for TcpStream {
     /// Takes over a std stream, switching it to non-blocking mode; its read
     /// and write timeouts carry over.
@@ -673,46 +619,4 @@ impl From<net::TcpStream> for TcpStream {
     }
 }
 
-impl AsRawFd for TcpStream {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl AsFd for TcpStream {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.get_ref().as_fd()
-    }
-}
-
-impl FromRawFd for TcpStream {
-    /// Takes over a connected socket's descriptor, switching it to
-    /// non-blocking mode.
-    ///
-    /// # Safety
-    /// `fd` must be an open socket descriptor that nothing else owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> TcpStream {
-        // SAFETY: the caller passes ownership of an open socket descriptor.
-        TcpStream::from(unsafe { net::TcpStream::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for TcpStream {
-    /// Gives up the descriptor (still in non-blocking mode).
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_inner().into_raw_fd()
-    }
-}
-
-impl From<OwnedFd> for TcpStream {
-    fn from(fd: OwnedFd) -> TcpStream {
-        TcpStream::from(net::TcpStream::from(fd))
-    }
-}
-
-impl From<TcpStream> for OwnedFd {
-    /// Gives up the descriptor (still in non-blocking mode).
-    fn from(stream: TcpStream) -> OwnedFd {
-        stream.inner.into_inner().into()
-    }
-}
+fd_conversions!(TcpStream, net::TcpStream);

@@ -256,12 +256,6 @@ impl UdpSocket {
     }
 }
 
-impl fmt::Debug for UdpSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.inner.get_ref(), f)
-    }
-}
-
 impl From<net::UdpSocket> for UdpSocket {
     /// Takes over a std socket, switching it to non-blocking mode; its read
     /// and write timeouts carry over.
@@ -280,46 +274,4 @@ impl From<net::UdpSocket> for UdpSocket {
     }
 }
 
-impl AsRawFd for UdpSocket {
-    fn as_raw_fd(&self) -> RawFd {
-        self.inner.as_raw_fd()
-    }
-}
-
-impl AsFd for UdpSocket {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.inner.get_ref().as_fd()
-    }
-}
-
-impl FromRawFd for UdpSocket {
-    /// Takes over a UDP socket's descriptor, switching it to non-blocking
-    /// mode.
-    ///
-    /// # Safety
-    /// `fd` must be an open socket descriptor that nothing else owns.
-    unsafe fn from_raw_fd(fd: RawFd) -> UdpSocket {
-        // SAFETY: the caller passes ownership of an open socket descriptor.
-        UdpSocket::from(unsafe { net::UdpSocket::from_raw_fd(fd) })
-    }
-}
-
-impl IntoRawFd for UdpSocket {
-    /// Gives up the descriptor (still in non-blocking mode).
-    fn into_raw_fd(self) -> RawFd {
-        self.inner.into_inner().into_raw_fd()
-    }
-}
-
-impl From<OwnedFd> for UdpSocket {
-    fn from(fd: OwnedFd) -> UdpSocket {
-        UdpSocket::from(net::UdpSocket::from(fd))
-    }
-}
-
-impl From<UdpSocket> for OwnedFd {
-    /// Gives up the descriptor (still in non-blocking mode).
-    fn from(socket: UdpSocket) -> OwnedFd {
-        socket.inner.into_inner().into()
-    }
-}
+fd_conversions!(UdpSocket, net::UdpSocket);
