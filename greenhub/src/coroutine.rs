@@ -19,7 +19,7 @@ pub(crate) struct Coroutine {
 /// coroutine's yielder, which lives on that coroutine's stack and stays at the
 /// same address for the coroutine's whole life.
 #[derive(Clone, Copy)]
-pub(crate) struct Suspender(*const Yielder<(), ()>);
+pub(crate) struct Suspender(std::ptr::NonNull<Yielder<(), ()>>);
 
 impl Suspender {
     /// Switches back to whoever resumed the current coroutine.
@@ -32,7 +32,7 @@ impl Suspender {
         // SAFETY: the caller guarantees we run on this suspender's coroutine,
         // so the yielder (on that coroutine's stack) is alive and is the one
         // linked to the current resume.
-        unsafe { (*self.0).suspend(()) }
+        unsafe { self.0.as_ref().suspend(()) }
     }
 
     /// Like [`suspend`](Suspender::suspend), recording the stack pointer of
@@ -47,7 +47,7 @@ impl Suspender {
     pub(crate) unsafe fn suspend_recording_sp(self) {
         LAST_SP.with(|sp| sp.set(stack_pointer()));
         // SAFETY: as for `suspend`, which the caller's contract covers.
-        unsafe { (*self.0).suspend(()) }
+        unsafe { self.0.as_ref().suspend(()) }
     }
 }
 
@@ -140,7 +140,7 @@ impl Coroutine {
     pub(crate) fn new(stack: GreenStack, body: impl FnOnce(Suspender) + 'static) -> Coroutine {
         Coroutine {
             raw: Raw::with_stack(stack, move |yielder: &Yielder<(), ()>, ()| {
-                body(Suspender(yielder as *const _))
+                body(Suspender(std::ptr::NonNull::from(yielder)))
             }),
         }
     }

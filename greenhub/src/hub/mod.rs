@@ -165,10 +165,9 @@ struct Task {
     /// coroutine is made once its execution stack is free (making it writes
     /// the first frame onto that stack).
     co: Option<Coroutine>,
-    /// The entry of a compact green thread not started yet.
-    start: Option<Entry>,
-    /// A compact green thread's saved stack (None: dedicated stack).
-    image: Option<Box<Image>>,
+    /// A compact green thread's state (None: a dedicated stack). Boxed: most
+    /// green threads are dedicated, and the slab entry stays small.
+    compact: Option<Box<CompactTask>>,
     header: Arc<Header>,
     suspender: Option<Suspender>,
     wait: Wait,
@@ -176,6 +175,14 @@ struct Task {
 
 /// A green thread's entry, kept until its coroutine is made (compact mode).
 type Entry = Box<dyn FnOnce(Suspender)>;
+
+/// What a compact green thread has beyond a dedicated one.
+struct CompactTask {
+    /// Its entry, until it first runs.
+    start: Option<Entry>,
+    /// Its saved stack bytes.
+    image: Image,
+}
 
 /// The shared execution stacks of a hub in compact mode.
 struct Compact {
@@ -436,10 +443,10 @@ impl Hub {
             });
             body();
         };
-        let (co, start, image): (_, Option<Entry>, _) = match stack {
+        let (co, compact) = match stack {
             Some(mut stack) => {
                 stack.set_owner(id, header.name.as_deref());
-                (Some(Coroutine::new(stack, start)), None, None)
+                (Some(Coroutine::new(stack, start)), None)
             }
             None => {
                 let compact = compact.expect("no stack means compact mode");
@@ -454,13 +461,17 @@ impl Hub {
                     exec,
                     ..Image::default()
                 };
-                (None, Some(Box::new(start)), Some(Box::new(image)))
+                let start: Entry = Box::new(start);
+                let state = CompactTask {
+                    start: Some(start),
+                    image,
+                };
+                (None, Some(Box::new(state)))
             }
         };
         entry.insert(Task {
             co,
-            start,
-            image,
+            compact,
             header,
             suspender: None,
             wait: Wait::local("start"),
@@ -478,7 +489,7 @@ impl Hub {
             return true;
         };
         let mut tasks = self.tasks.borrow_mut();
-        let Some(exec_index) = tasks[key as usize].image.as_ref().map(|i| i.exec) else {
+        let Some(exec_index) = tasks[key as usize].compact.as_ref().map(|c| c.image.exec) else {
             return true; // a dedicated stack
         };
         let mut execs = compact.execs.borrow_mut();
@@ -486,10 +497,11 @@ impl Hub {
         match exec.occupant {
             Some(occupant) if occupant == key => return true,
             Some(occupant) => {
-                let image = tasks[occupant as usize]
-                    .image
+                let image = &mut tasks[occupant as usize]
+                    .compact
                     .as_mut()
-                    .expect("occupants are compact");
+                    .expect("occupants are compact")
+                    .image;
                 if image.pinned > 0 {
                     exec.blocked.push(key);
                     return false;
@@ -499,10 +511,11 @@ impl Hub {
             None => {}
         }
         let task = &mut tasks[key as usize];
-        match task.start.take() {
+        let state = task.compact.as_mut().expect("compact");
+        match state.start.take() {
             // First run: making the coroutine writes its first frame.
             Some(start) => task.co = Some(Coroutine::new(exec.stack.share(), start)),
-            None => task.image.as_mut().expect("compact").restore(&exec.stack),
+            None => state.image.restore(&exec.stack),
         }
         exec.occupant = Some(key);
         exec.stack
@@ -516,7 +529,7 @@ impl Hub {
         let tasks = self.tasks.borrow();
         tasks
             .iter()
-            .filter_map(|(_, t)| t.image.as_ref())
+            .filter_map(|(_, t)| t.compact.as_ref().map(|c| &c.image))
             .filter(|i| i.saved() > 0)
             .fold((0, 0), |(n, bytes), i| (n + 1, bytes + i.saved()))
     }
@@ -531,7 +544,7 @@ impl Hub {
             return;
         };
         let mut tasks = self.tasks.borrow_mut();
-        let Some(image) = tasks[key as usize].image.as_mut() else {
+        let Some(image) = tasks[key as usize].compact.as_mut().map(|c| &mut c.image) else {
             return;
         };
         image.pinned = image.pinned.saturating_add_signed(delta);
@@ -717,10 +730,10 @@ impl Hub {
         if finished {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
-            match (&task.image, &self.compact) {
-                (Some(image), Some(compact)) => {
+            match (&task.compact, &self.compact) {
+                (Some(state), Some(compact)) => {
                     let mut execs = compact.execs.borrow_mut();
-                    let exec = &mut execs[image.exec];
+                    let exec = &mut execs[state.image.exec];
                     exec.occupant = None;
                     exec.bound -= 1;
                     // The stack is the execution stack's: nothing to give back.
@@ -738,8 +751,8 @@ impl Hub {
         } else {
             let mut tasks = self.tasks.borrow_mut();
             let task = &mut tasks[key as usize];
-            if let Some(image) = task.image.as_mut() {
-                image.sp = crate::coroutine::last_suspend_sp();
+            if let Some(state) = task.compact.as_mut() {
+                state.image.sp = crate::coroutine::last_suspend_sp();
             }
             task.co = Some(co);
         }
