@@ -2,11 +2,9 @@
 //! green threads go on; a panic nobody joins is reported on stderr.
 
 use std::hint::black_box;
-use std::io::Read;
 use std::panic::{catch_unwind, panic_any, resume_unwind, AssertUnwindSafe};
-use std::process::{Command, Stdio};
 use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use greenhub::{run, sleep, spawn, yield_now, Builder};
 
@@ -115,41 +113,14 @@ fn join_error_carries_the_payload() {
 /// Which scenario the child process runs (see `unjoined_panic_is_reported_on_stderr`).
 const CHILD_ENV: &str = "GREENHUB_TEST_PANIC_CHILD";
 
-/// Re-runs this test binary's test `name` alone (even if it is ignored) in a child process with
-/// `CHILD_ENV` set and RUST_BACKTRACE as given; returns (success, stdout,
-/// stderr). Kills the child and fails if it runs longer than a minute.
+mod common;
+
+/// Re-runs this binary's test `name` alone in a child process (see
+/// `common::run_child`) with `CHILD_ENV` set and RUST_BACKTRACE as given;
+/// returns (success, stdout, stderr).
 fn run_child(name: &str, backtrace: &str) -> (bool, String, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--include-ignored", "--nocapture"])
-        .arg("--test-threads=1")
-        .env(CHILD_ENV, "1")
-        .env("RUST_BACKTRACE", backtrace)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the test binary");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            r.read_to_string(&mut s).unwrap();
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("child process hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    (status.success(), out.join().unwrap(), err.join().unwrap())
+    let child = common::run_child(name, &[(CHILD_ENV, "1"), ("RUST_BACKTRACE", backtrace)]);
+    (child.status.success(), child.stdout, child.stderr)
 }
 
 /// The value printed as `{key}=<value>` in `text` (libtest may have printed

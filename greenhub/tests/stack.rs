@@ -4,10 +4,8 @@
 //! status and stderr the parent checks.
 
 use std::hint::black_box;
-use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use greenhub::{current, kill_all, run, sleep, spawn, yield_now, Builder};
 
@@ -17,50 +15,12 @@ fn in_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
 
-struct Child {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
+mod common;
 
-/// Re-runs this binary's test `name` alone (even if it is ignored) in a child
-/// process with `CHILD_ENV` set; kills it and fails if it runs longer than a minute.
-fn run_child(name: &str) -> Child {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([name, "--exact", "--include-ignored", "--nocapture"])
-        .arg("--test-threads=1")
-        .env(CHILD_ENV, "1")
-        .env("RUST_BACKTRACE", "0")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the test binary");
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            r.read_to_string(&mut s).unwrap();
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            panic!("child process {name} hung");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Child {
-        status,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+/// Re-runs this binary's test `name` alone in a child process (see
+/// `common::run_child`), with `CHILD_ENV` set and backtraces off.
+fn run_child(name: &str) -> common::Child {
+    common::run_child(name, &[(CHILD_ENV, "1"), ("RUST_BACKTRACE", "0")])
 }
 
 /// The value printed as `{key}=<value>` (to the end of its line) in `text`;
@@ -150,7 +110,7 @@ fn recurse(depth: u64) -> u64 {
     }
 }
 
-fn assert_died_of(child: &Child, signal: i32) {
+fn assert_died_of(child: &common::Child, signal: i32) {
     assert_eq!(
         child.status.signal(),
         Some(signal),
