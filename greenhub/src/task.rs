@@ -18,7 +18,7 @@
 //! the handle (`wait_any`).
 
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
@@ -123,36 +123,66 @@ impl std::error::Error for JoinError {}
 type Link<T> = Box<dyn FnOnce(&Result<T, JoinError>)>;
 
 /// Where a green thread leaves its result; shared with its [`JoinHandle`].
+///
+/// Kept small (a million parked green threads have a million packets): what
+/// most green threads never need lives in `extra`, made on first use. Cells
+/// rather than RefCells: every access takes the value out and puts it back,
+/// with no user code in between, except where the comments say.
 struct Packet<T> {
     key: u32,
-    id: u64,
-    name: Option<Arc<str>>,
-    result: RefCell<Option<Result<T, JoinError>>>,
     /// Set once the body has finished (its result may have been taken).
     done: Cell<bool>,
-    /// Green threads waiting in `join` (or `kill_all`), and watchers
-    /// (`wait_any`), each under a key of `next_waiter` for its removal. All
-    /// woken, and the list emptied, when the green thread finishes.
-    waiters: RefCell<Vec<(u64, Waker)>>,
-    next_waiter: Cell<u64>,
-    /// Links to run at the end, in order. `None` once they have run: a link
-    /// added later runs at once.
-    links: RefCell<Option<Vec<Link<T>>>>,
     /// False once the JoinHandle is gone: a panic is then reported on stderr.
     handle_alive: Cell<bool>,
+    /// Set once the links have run: a link added later runs at once.
+    links_ran: Cell<bool>,
+    id: u64,
+    name: Option<Arc<str>>,
+    result: Cell<Option<Result<T, JoinError>>>,
+    extra: Cell<Option<Box<Extra<T>>>>,
+}
+
+/// What a packet needs only if somebody waits or links.
+struct Extra<T> {
+    /// Green threads waiting in `join` (or `kill_all`), and watchers
+    /// (`wait_any`), each under a key of `next_waiter` for its removal. All
+    /// woken when the green thread finishes.
+    waiters: Vec<(u64, Waker)>,
+    next_waiter: u64,
+    /// Links to run at the end, in order.
+    links: Vec<Link<T>>,
 }
 
 impl<T> Packet<T> {
+    /// Runs `f` on the extra part, made if there is none yet.
+    fn with_extra<R>(&self, f: impl FnOnce(&mut Extra<T>) -> R) -> R {
+        let mut extra = self.extra.take().unwrap_or_else(|| {
+            Box::new(Extra {
+                waiters: Vec::new(),
+                next_waiter: 0,
+                links: Vec::new(),
+            })
+        });
+        let r = f(&mut extra);
+        self.extra.set(Some(extra));
+        r
+    }
+
     /// Registers `waker` to be woken when the green thread finishes.
     fn add_waiter(&self, waker: &Waker) -> u64 {
-        let key = self.next_waiter.get();
-        self.next_waiter.set(key + 1);
-        self.waiters.borrow_mut().push((key, waker.clone()));
-        key
+        self.with_extra(|extra| {
+            let key = extra.next_waiter;
+            extra.next_waiter += 1;
+            extra.waiters.push((key, waker.clone()));
+            key
+        })
     }
 
     fn remove_waiter(&self, key: u64) {
-        self.waiters.borrow_mut().retain(|(k, _)| *k != key);
+        if let Some(mut extra) = self.extra.take() {
+            extra.waiters.retain(|(k, _)| *k != key);
+            self.extra.set(Some(extra));
+        }
     }
 }
 
@@ -191,7 +221,7 @@ impl<T> JoinHandle<T> {
         });
         let wait = Wait {
             what: "JoinHandle::join",
-            target: Some(self.packet.id),
+            target: self.packet.id,
             shared: false,
         };
         // Remove our waker however we leave (a kill unwinds out of park).
@@ -209,7 +239,7 @@ impl<T> JoinHandle<T> {
 
     /// Takes the result if the green thread has finished.
     pub(crate) fn take_result(&self) -> Option<Result<T, JoinError>> {
-        self.packet.result.borrow_mut().take()
+        self.packet.result.take()
     }
 
     /// Registers `f` to run when the green thread finishes, with its result
@@ -244,14 +274,18 @@ impl<T> JoinHandle<T> {
     /// .unwrap();
     /// ```
     pub fn link(&self, f: impl FnOnce(&Result<T, JoinError>) + 'static) {
-        if let Some(links) = self.packet.links.borrow_mut().as_mut() {
-            links.push(Box::new(f));
+        if !self.packet.links_ran.get() {
+            self.packet
+                .with_extra(|extra| extra.links.push(Box::new(f)));
             return;
         }
         // Finished and the links have run: the result is in the packet
-        // (only `join`, which consumes the handle, takes it).
-        if let Some(result) = &*self.packet.result.borrow() {
-            f(result);
+        // (only `join`, which consumes the handle, takes it). Out while `f`
+        // runs; nothing else takes or sets it meanwhile (the green thread has
+        // finished, and `f` cannot reach this handle's `join`).
+        if let Some(result) = self.packet.result.take() {
+            f(&result);
+            self.packet.result.set(Some(result));
         }
     }
 
@@ -334,8 +368,9 @@ impl<T> JoinHandle<T> {
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
         self.packet.handle_alive.set(false);
-        if let Some(Err(err @ JoinError::Panicked(_))) = &*self.packet.result.borrow() {
-            report_panic(self.packet.id, self.packet.name.as_deref(), err);
+        // Nobody can take the result any more.
+        if let Some(Err(err @ JoinError::Panicked(_))) = self.packet.result.take() {
+            report_panic(self.packet.id, self.packet.name.as_deref(), &err);
         }
     }
 }
@@ -493,14 +528,13 @@ where
     hub.spawn_raw(stack_size, name.clone(), |key, id| {
         let theirs = Rc::new(Packet {
             key,
+            done: Cell::new(false),
+            handle_alive: Cell::new(true),
+            links_ran: Cell::new(false),
             id,
             name,
-            result: RefCell::new(None),
-            done: Cell::new(false),
-            waiters: RefCell::new(Vec::new()),
-            next_waiter: Cell::new(0),
-            links: RefCell::new(Some(Vec::new())),
-            handle_alive: Cell::new(true),
+            result: Cell::new(None),
+            extra: Cell::new(None),
         });
         packet = Some(theirs.clone());
         move || body(f, &theirs)
@@ -510,28 +544,49 @@ where
 }
 
 /// What a green thread runs: `f`, with its outcome left in the packet.
+///
+/// This frame stays on the green thread's stack while `f` runs (and parks),
+/// so everything but the call of `f` is out of line: a compact stack saves
+/// this frame with every parked green thread.
 fn body<F, T>(f: F, packet: &Packet<T>)
 where
     F: FnOnce() -> T,
 {
     let result = if hub::current_killed() {
-        // Killed before it started: the body does not run, its captures are
-        // dropped (here, on the green thread).
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
-        Err(JoinError::Killed)
+        killed_before_start(f)
     } else {
-        catch_unwind(AssertUnwindSafe(f)).map_err(|payload| {
-            if payload.is::<Killed>() {
-                JoinError::Killed
-            } else if payload.is::<TimedOut>() {
-                // Only if user code caught a timeout's unwind and let it
-                // escape its `with_timeout` (it never escapes by itself).
-                JoinError::Panicked(Box::new("a with_timeout unwind escaped its scope"))
-            } else {
-                JoinError::Panicked(payload)
-            }
-        })
+        catch_unwind(AssertUnwindSafe(f)).map_err(join_error)
     };
+    finish(packet, result);
+}
+
+/// Killed before it started: the body does not run, its captures are
+/// dropped (here, on the green thread).
+#[cold]
+#[inline(never)]
+fn killed_before_start<F, T>(f: F) -> Result<T, JoinError> {
+    let _ = catch_unwind(AssertUnwindSafe(move || drop(f)));
+    Err(JoinError::Killed)
+}
+
+/// What an unwind out of a green thread's closure means for `join`.
+#[inline(never)]
+fn join_error(payload: Box<dyn Any + Send>) -> JoinError {
+    if payload.is::<Killed>() {
+        JoinError::Killed
+    } else if payload.is::<TimedOut>() {
+        // Only if user code caught a timeout's unwind and let it escape its
+        // `with_timeout` (it never escapes by itself).
+        JoinError::Panicked(Box::new("a with_timeout unwind escaped its scope"))
+    } else {
+        JoinError::Panicked(payload)
+    }
+}
+
+/// The end of a green thread (see the module docs), once its closure has
+/// returned or unwound.
+#[inline(never)]
+fn finish<T>(packet: &Packet<T>, result: Result<T, JoinError>) {
     // The unwind, if any, was caught: later parks (in links, in destructors
     // of green-local values) may deliver a kill again.
     hub::clear_unwinding();
@@ -539,7 +594,7 @@ where
     run_links(packet, &result);
     crate::local::finish(packet.id);
     if packet.handle_alive.get() {
-        *packet.result.borrow_mut() = Some(result);
+        packet.result.set(Some(result));
     } else {
         if let Err(err @ JoinError::Panicked(_)) = &result {
             report_panic(packet.id, packet.name.as_deref(), err);
@@ -555,49 +610,47 @@ where
             ));
         }
     }
-    let waiters = std::mem::take(&mut *packet.waiters.borrow_mut());
-    for (_, waker) in waiters {
-        waker.wake();
+    if let Some(extra) = packet.extra.take() {
+        for (_, waker) in extra.waiters {
+            waker.wake();
+        }
     }
 }
 
 /// Runs the links of a finishing green thread, in order, each shielded from
 /// the others' panics. Links added meanwhile (by a link) run too.
 fn run_links<T>(packet: &Packet<T>, result: &Result<T, JoinError>) {
-    {
-        // Most green threads have no links.
-        let mut links = packet.links.borrow_mut();
-        if links.as_ref().is_some_and(Vec::is_empty) {
-            *links = None;
-            return;
+    loop {
+        // Out of the packet while they run: a link may add links or waiters.
+        let Some(mut extra) = packet.extra.take() else {
+            break; // most green threads: nobody waits or links
+        };
+        let links = std::mem::take(&mut extra.links);
+        packet.extra.set(Some(extra));
+        if links.is_empty() {
+            break;
         }
+        run_links_slow(packet, links, result);
     }
-    run_links_slow(packet, result);
+    packet.links_ran.set(true);
 }
 
 #[cold]
-fn run_links_slow<T>(packet: &Packet<T>, result: &Result<T, JoinError>) {
-    loop {
-        let links = match packet.links.borrow_mut().as_mut() {
-            Some(links) if !links.is_empty() => std::mem::take(links),
-            _ => break,
-        };
-        for link in links {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| link(result))) {
-                hub::clear_unwinding();
-                let why = if payload.is::<Killed>() {
-                    "it blocked in a killed green thread"
-                } else {
-                    panic_message(payload.as_ref()).unwrap_or("<non-string payload>")
-                };
-                crate::hub::warn(format_args!(
-                    "greenhub: a link of {} panicked: {why}",
-                    hub::describe(packet.id, packet.name.as_deref())
-                ));
-            }
+fn run_links_slow<T>(packet: &Packet<T>, links: Vec<Link<T>>, result: &Result<T, JoinError>) {
+    for link in links {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| link(result))) {
+            hub::clear_unwinding();
+            let why = if payload.is::<Killed>() {
+                "it blocked in a killed green thread"
+            } else {
+                panic_message(payload.as_ref()).unwrap_or("<non-string payload>")
+            };
+            crate::hub::warn(format_args!(
+                "greenhub: a link of {} panicked: {why}",
+                hub::describe(packet.id, packet.name.as_deref())
+            ));
         }
     }
-    *packet.links.borrow_mut() = None;
 }
 
 /// Waits for every green thread; results in the order given.

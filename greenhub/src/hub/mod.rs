@@ -118,8 +118,8 @@ impl Shared {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Wait {
     pub(crate) what: &'static str,
-    /// The green thread waited for, if any.
-    pub(crate) target: Option<u64>,
+    /// The id of the green thread waited for, or 0 (ids start at 1).
+    pub(crate) target: u64,
     /// Whether another OS thread could end the wait.
     pub(crate) shared: bool,
 }
@@ -128,7 +128,7 @@ impl Wait {
     pub(crate) const fn local(what: &'static str) -> Wait {
         Wait {
             what,
-            target: None,
+            target: 0,
             shared: false,
         }
     }
@@ -136,7 +136,7 @@ impl Wait {
     pub(crate) const fn shared(what: &'static str) -> Wait {
         Wait {
             what,
-            target: None,
+            target: 0,
             shared: true,
         }
     }
@@ -145,8 +145,8 @@ impl Wait {
 impl fmt::Display for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.what)?;
-        if let Some(id) = self.target {
-            write!(f, " (green thread {id})")?;
+        if self.target != 0 {
+            write!(f, " (green thread {})", self.target)?;
         }
         Ok(())
     }
@@ -163,30 +163,20 @@ struct Task {
     /// Taken out while the green thread runs (the slab may grow meanwhile).
     /// None also for a compact green thread that has not started: its
     /// coroutine is made once its execution stack is free (making it writes
-    /// the first frame onto that stack).
+    /// the first frame onto that stack); its image holds the entry till then.
     co: Option<Coroutine>,
-    /// A compact green thread's state (None: a dedicated stack). Boxed: most
-    /// green threads are dedicated, and the slab entry stays small.
-    compact: Option<Box<CompactTask>>,
     header: Arc<Header>,
     suspender: Option<Suspender>,
     wait: Wait,
 }
 
-/// A green thread's entry, kept until its coroutine is made (compact mode).
-type Entry = Box<dyn FnOnce(Suspender)>;
-
-/// What a compact green thread has beyond a dedicated one.
-struct CompactTask {
-    /// Its entry, until it first runs.
-    start: Option<Entry>,
-    /// Its saved stack bytes.
-    image: Image,
-}
-
 /// The shared execution stacks of a hub in compact mode.
 struct Compact {
     execs: RefCell<Vec<ExecStack>>,
+    /// Per slab key: where a compact green thread runs and its saved bytes.
+    /// Beside the slab rather than in it, so that a dedicated green thread's
+    /// entry stays small.
+    images: RefCell<Vec<Image>>,
     /// Bytes below a recorded stack pointer that a suspended coroutine uses.
     depth: usize,
 }
@@ -240,11 +230,37 @@ pub(crate) fn with_hub<R>(f: impl FnOnce(&Hub) -> R) -> Option<R> {
 pub(crate) fn expect_hub<R>(what: &str, f: impl FnOnce(&Hub) -> R) -> R {
     match with_hub(f) {
         Some(r) => r,
-        None => panic!(
-            "greenhub: `{what}` called outside a green thread: there is no hub on \
-             this OS thread; call it from inside `greenhub::run`"
-        ),
+        None => no_hub(what),
     }
+}
+
+/// Out of line, so that the frames of callers on the park path stay small
+/// (a compact stack saves every byte of them while parked).
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn no_hub(what: &str) -> ! {
+    panic!(
+        "greenhub: `{what}` called outside a green thread: there is no hub on \
+         this OS thread; call it from inside `greenhub::run`"
+    )
+}
+
+/// The first thing a green thread does: tell its hub how to suspend it.
+/// Out of line: its frame is gone before the body runs.
+#[inline(never)]
+fn enter(key: u32, suspender: Suspender) {
+    with_hub(|hub| {
+        hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender);
+        hub.current_suspender.set(Some(suspender));
+    });
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn not_in_green_thread(what: &str) -> ! {
+    panic!("greenhub: `{what}` called on the hub itself, outside any green thread")
 }
 
 /// Puts a woken green thread on its hub's run queue (waker.rs calls this after
@@ -268,13 +284,13 @@ pub(crate) fn schedule(header: &Header) {
 /// was killed or its `with_timeout` expired.
 #[track_caller]
 pub(crate) fn park(wait: Wait) {
-    expect_hub(wait.what, |hub| hub.park_current(wait, None));
+    expect_hub(wait.what, |hub| hub.park_current(&wait, None));
 }
 
 /// Like [`park`], but also returns once `deadline` has passed.
 #[track_caller]
 pub(crate) fn park_until(wait: Wait, deadline: Instant) {
-    expect_hub(wait.what, |hub| hub.park_current(wait, Some(deadline)));
+    expect_hub(wait.what, |hub| hub.park_current(&wait, Some(deadline)));
 }
 
 /// The instant `duration` from now, or None if that is beyond what `Instant`
@@ -373,6 +389,7 @@ impl Hub {
                 stacks.put(probe);
                 Some(Compact {
                     execs: RefCell::new(execs),
+                    images: RefCell::new(Vec::new()),
                     depth,
                 })
             }
@@ -437,16 +454,14 @@ impl Hub {
         };
         let body = make_body(key, id);
         let start = move |suspender| {
-            with_hub(|hub| {
-                hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender);
-                hub.current_suspender.set(Some(suspender));
-            });
+            enter(key, suspender);
             body();
         };
-        let (co, compact) = match stack {
+        let mut image = Image::dedicated();
+        let co = match stack {
             Some(mut stack) => {
                 stack.set_owner(id, header.name.as_deref());
-                (Some(Coroutine::new(stack, start)), None)
+                Some(Coroutine::new(stack, start))
             }
             None => {
                 let compact = compact.expect("no stack means compact mode");
@@ -457,21 +472,19 @@ impl Hub {
                     .min_by_key(|(_, e)| e.bound)
                     .expect("compact mode has execution stacks");
                 least.bound += 1;
-                let image = Image {
-                    exec,
-                    ..Image::default()
-                };
-                let start: Entry = Box::new(start);
-                let state = CompactTask {
-                    start: Some(start),
-                    image,
-                };
-                (None, Some(Box::new(state)))
+                image = Image::bound_to(exec, Box::new(start));
+                None
             }
         };
+        if let Some(compact) = &self.compact {
+            let mut images = compact.images.borrow_mut();
+            if images.len() <= key as usize {
+                images.resize_with(key as usize + 1, Image::dedicated);
+            }
+            images[key as usize] = image;
+        }
         entry.insert(Task {
             co,
-            compact,
             header,
             suspender: None,
             wait: Wait::local("start"),
@@ -488,34 +501,32 @@ impl Hub {
         let Some(compact) = &self.compact else {
             return true;
         };
-        let mut tasks = self.tasks.borrow_mut();
-        let Some(exec_index) = tasks[key as usize].compact.as_ref().map(|c| c.image.exec) else {
-            return true; // a dedicated stack
-        };
+        let mut images = compact.images.borrow_mut();
+        let exec_index = images[key as usize].exec;
+        if exec_index == Image::DEDICATED {
+            return true;
+        }
         let mut execs = compact.execs.borrow_mut();
-        let exec = &mut execs[exec_index];
+        let exec = &mut execs[exec_index as usize];
         match exec.occupant {
             Some(occupant) if occupant == key => return true,
             Some(occupant) => {
-                let image = &mut tasks[occupant as usize]
-                    .compact
-                    .as_mut()
-                    .expect("occupants are compact")
-                    .image;
+                let image = &mut images[occupant as usize];
                 if image.pinned > 0 {
                     exec.blocked.push(key);
                     return false;
                 }
-                image.evict(&exec.stack, compact.depth);
+                image.evict(&exec.stack);
             }
             None => {}
         }
+        let mut tasks = self.tasks.borrow_mut();
         let task = &mut tasks[key as usize];
-        let state = task.compact.as_mut().expect("compact");
-        match state.start.take() {
+        let image = &mut images[key as usize];
+        match image.take_start() {
             // First run: making the coroutine writes its first frame.
             Some(start) => task.co = Some(Coroutine::new(exec.stack.share(), start)),
-            None => state.image.restore(&exec.stack),
+            None => image.restore(&exec.stack),
         }
         exec.occupant = Some(key);
         exec.stack
@@ -526,10 +537,12 @@ impl Hub {
     /// Compact mode: how many green threads are evicted, and the stack bytes
     /// they keep on the heap.
     pub(crate) fn evicted_bytes(&self) -> (usize, usize) {
-        let tasks = self.tasks.borrow();
-        tasks
+        let Some(compact) = &self.compact else {
+            return (0, 0);
+        };
+        let images = compact.images.borrow();
+        images
             .iter()
-            .filter_map(|(_, t)| t.compact.as_ref().map(|c| &c.image))
             .filter(|i| i.saved() > 0)
             .fold((0, 0), |(n, bytes), i| (n + 1, bytes + i.saved()))
     }
@@ -543,13 +556,15 @@ impl Hub {
         let Some(key) = self.current.get() else {
             return;
         };
-        let mut tasks = self.tasks.borrow_mut();
-        let Some(image) = tasks[key as usize].compact.as_mut().map(|c| &mut c.image) else {
+        let mut images = compact.images.borrow_mut();
+        let image = &mut images[key as usize];
+        if image.exec == Image::DEDICATED {
             return;
-        };
+        }
         image.pinned = image.pinned.saturating_add_signed(delta);
         if image.pinned == 0 {
-            let blocked = std::mem::take(&mut compact.execs.borrow_mut()[image.exec].blocked);
+            let exec = image.exec as usize;
+            let blocked = std::mem::take(&mut compact.execs.borrow_mut()[exec].blocked);
             self.run_queue.borrow_mut().extend(blocked);
         }
     }
@@ -618,7 +633,7 @@ impl Hub {
     fn running_parts(&self, what: &str) -> (&Header, Suspender) {
         match (self.running(), self.current_suspender.get()) {
             (Some(header), Some(suspender)) => (header, suspender),
-            _ => panic!("greenhub: `{what}` called on the hub itself, outside any green thread"),
+            _ => not_in_green_thread(what),
         }
     }
 
@@ -633,16 +648,19 @@ impl Hub {
         Self::deliver_cancel(header);
     }
 
+    /// Parks the running green thread until it is woken (or `deadline`).
+    ///
+    /// Its frame stays on the green thread's stack while it is parked, and
+    /// a compact stack saves all of it: the bookkeeping is done in helpers
+    /// that have returned by the time it switches, so only what is needed
+    /// after the switch (the header and the timer key) lives here.
     #[track_caller]
-    fn park_current(&self, wait: Wait, deadline: Option<Instant>) {
+    #[inline(never)]
+    fn park_current(&self, wait: &Wait, deadline: Option<Instant>) {
         let (header, suspender) = self.running_parts(wait.what);
         Self::deliver_cancel(header);
-        let timer = deadline.map(|d| {
-            self.timers
-                .borrow_mut()
-                .insert(d, TimerAction::Wake(header.key))
-        });
-        self.tasks.borrow_mut()[header.key as usize].wait = wait;
+        let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
+        self.set_wait(header.key, wait);
         if header
             .state
             .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
@@ -656,9 +674,26 @@ impl Hub {
             header.state.swap(RUNNING, Ordering::AcqRel);
         }
         if let Some(timer) = timer {
-            self.timers.borrow_mut().cancel(timer);
+            self.cancel_timer(timer);
         }
         Self::deliver_cancel(header);
+    }
+
+    #[inline(never)]
+    fn wake_at(&self, key: u32, deadline: Instant) -> TimerKey {
+        self.timers
+            .borrow_mut()
+            .insert(deadline, TimerAction::Wake(key))
+    }
+
+    #[inline(never)]
+    fn cancel_timer(&self, timer: TimerKey) {
+        self.timers.borrow_mut().cancel(timer);
+    }
+
+    #[inline(never)]
+    fn set_wait(&self, key: u32, wait: &Wait) {
+        self.tasks.borrow_mut()[key as usize].wait = *wait;
     }
 
     /// Suspends the running green thread back to the hub loop. In compact
@@ -730,10 +765,13 @@ impl Hub {
         if finished {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
-            match (&task.compact, &self.compact) {
-                (Some(state), Some(compact)) => {
+            let image = self.compact.as_ref().map(|c| {
+                std::mem::replace(&mut c.images.borrow_mut()[key as usize], Image::dedicated())
+            });
+            match (image, &self.compact) {
+                (Some(image), Some(compact)) if image.exec != Image::DEDICATED => {
                     let mut execs = compact.execs.borrow_mut();
-                    let exec = &mut execs[state.image.exec];
+                    let exec = &mut execs[image.exec as usize];
                     exec.occupant = None;
                     exec.bound -= 1;
                     // The stack is the execution stack's: nothing to give back.
@@ -749,12 +787,15 @@ impl Hub {
                 }
             }
         } else {
-            let mut tasks = self.tasks.borrow_mut();
-            let task = &mut tasks[key as usize];
-            if let Some(state) = task.compact.as_mut() {
-                state.image.sp = crate::coroutine::last_suspend_sp();
+            if let Some(compact) = &self.compact {
+                let image = &mut compact.images.borrow_mut()[key as usize];
+                if image.exec != Image::DEDICATED {
+                    let execs = compact.execs.borrow();
+                    let stack = &execs[image.exec as usize].stack;
+                    image.suspended(stack, crate::coroutine::last_suspend_sp(), compact.depth);
+                }
             }
-            task.co = Some(co);
+            self.tasks.borrow_mut()[key as usize].co = Some(co);
         }
     }
 

@@ -31,6 +31,7 @@
 //! user must lend its stack out.
 
 use super::GreenStack;
+use crate::coroutine::Suspender;
 
 /// One shared execution stack and who is on it.
 pub(crate) struct ExecStack {
@@ -43,51 +44,119 @@ pub(crate) struct ExecStack {
     pub(crate) blocked: Vec<u32>,
 }
 
-/// A compact green thread's saved stack bytes.
-#[derive(Default)]
+/// A green thread's place in compact mode: which execution stack it is
+/// bound to, and its saved stack bytes while evicted. The hub keeps one per
+/// slab key; a dedicated green thread's says so (`exec` is `DEDICATED`).
 pub(crate) struct Image {
-    pub(crate) exec: usize,
-    /// Recorded stack pointer at its last suspension; 0 before it first ran.
-    pub(crate) sp: usize,
-    /// The bytes `[base - bytes.len(), base)` while evicted.
-    pub(crate) bytes: Vec<u8>,
+    /// Live bytes at its last suspension: `[base - live, base)` of its
+    /// execution stack. 0 before it first ran.
+    live: u32,
     /// Depth of `greenhub::stack::pinned` scopes: evicting is forbidden.
     pub(crate) pinned: u32,
+    /// Index of its execution stack, or `DEDICATED`.
+    pub(crate) exec: u32,
+    store: Store,
 }
 
+/// What an image holds.
+enum Store {
+    /// The saved bytes while evicted (empty while resident).
+    Bytes(Vec<u8>),
+    /// The green thread's entry, until its first run makes its coroutine.
+    Start(Entry),
+}
+
+/// A green thread's entry: what its coroutine runs.
+pub(crate) type Entry = Box<dyn FnOnce(Suspender)>;
+
 impl Image {
+    /// Not a compact green thread (or no green thread at all).
+    pub(crate) const DEDICATED: u32 = u32::MAX;
+
+    /// The place of a green thread bound to execution stack `exec`.
+    pub(crate) fn bound_to(exec: usize, start: Entry) -> Image {
+        Image {
+            live: 0,
+            pinned: 0,
+            exec: u32::try_from(exec).expect("fewer than 2^32 execution stacks"),
+            store: Store::Start(start),
+        }
+    }
+
+    /// The entry of a green thread that has not run yet.
+    pub(crate) fn take_start(&mut self) -> Option<Entry> {
+        match std::mem::replace(&mut self.store, Store::Bytes(Vec::new())) {
+            Store::Start(start) => Some(start),
+            bytes => {
+                self.store = bytes;
+                None
+            }
+        }
+    }
+
+    fn bytes(&mut self) -> &mut Vec<u8> {
+        match &mut self.store {
+            Store::Bytes(bytes) => bytes,
+            Store::Start(_) => unreachable!("a green thread that never ran has no stack bytes"),
+        }
+    }
+
+    /// The entry of a dedicated green thread (or a vacant slab key).
+    pub(crate) const fn dedicated() -> Image {
+        Image {
+            live: 0,
+            pinned: 0,
+            exec: Image::DEDICATED,
+            store: Store::Bytes(Vec::new()),
+        }
+    }
+
+    /// Records where the green thread suspended: `sp` as recorded by
+    /// `Suspender::suspend_recording_sp`, `depth` the bytes the switch uses
+    /// below it.
+    pub(crate) fn suspended(&mut self, stack: &GreenStack, sp: usize, depth: usize) {
+        let from = sp.saturating_sub(depth).max(stack.lowest_usable());
+        debug_assert!(sp != 0 && from < stack.base());
+        self.live = u32::try_from(stack.base() - from).expect("an execution stack under 4 GiB");
+    }
+
     /// Copies the suspended green thread's live bytes off `stack`.
-    pub(crate) fn evict(&mut self, stack: &GreenStack, depth: usize) {
-        let base = stack.base();
-        let from = self.sp.saturating_sub(depth).max(stack.lowest_usable());
-        debug_assert!(self.sp != 0 && from < base);
-        self.bytes.clear();
-        // SAFETY: [from, base) lies inside the execution stack (clamped above
-        // its guard page), which is mapped and which nothing else uses while
-        // its occupant is suspended and the hub runs.
-        let live = unsafe { std::slice::from_raw_parts(from as *const u8, base - from) };
-        self.bytes.extend_from_slice(live);
+    pub(crate) fn evict(&mut self, stack: &GreenStack) {
+        let len = self.live as usize;
+        let from = stack.base() - len;
+        debug_assert!(len > 0 && from >= stack.lowest_usable());
+        let bytes = self.bytes();
+        bytes.clear();
+        // SAFETY: [from, base) lies inside the execution stack (`suspended`
+        // clamped it above the guard page), which is mapped and which nothing
+        // else uses while its occupant is suspended and the hub runs.
+        let live = unsafe { std::slice::from_raw_parts(from as *const u8, len) };
+        bytes.extend_from_slice(live);
     }
 
     /// Copies the saved bytes back to the same addresses.
     pub(crate) fn restore(&mut self, stack: &GreenStack) {
         let base = stack.base();
-        let len = self.bytes.len();
+        let bytes = self.bytes();
+        let len = bytes.len();
         debug_assert!(base - len >= stack.lowest_usable());
         // SAFETY: [base - len, base) lies inside the execution stack, the
         // region this image was evicted from; no green thread runs on the
         // stack now (the previous occupant was evicted first).
-        unsafe { std::ptr::copy_nonoverlapping(self.bytes.as_ptr(), (base - len) as *mut u8, len) };
-        self.bytes.clear();
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (base - len) as *mut u8, len) };
+        bytes.clear();
         // Keep a small buffer's capacity for the next eviction; give back
         // a big one (a deep call chain once is no reason to hold it).
-        if self.bytes.capacity() > 16 * 1024 {
-            self.bytes.shrink_to(1024);
+        if bytes.capacity() > 16 * 1024 {
+            bytes.shrink_to(1024);
         }
     }
 
     /// Bytes held while evicted.
     pub(crate) fn saved(&self) -> usize {
-        self.bytes.len()
+        match &self.store {
+            Store::Bytes(bytes) => bytes.len(),
+            Store::Start(_) => 0,
+        }
     }
 }
