@@ -45,7 +45,7 @@ use std::{fmt, io};
 use slab::Slab;
 
 use crate::coroutine::{Coroutine, Suspender};
-use crate::stack::{ExecStack, Image, StackPool};
+use crate::stack::{ExecStack, Image, ImageArena, StackPool};
 use crate::Error;
 use timer::{TimerKey, TimerWheel};
 pub(crate) use waker::Header;
@@ -177,6 +177,8 @@ struct Compact {
     /// Beside the slab rather than in it, so that a dedicated green thread's
     /// entry stays small.
     images: RefCell<Vec<Image>>,
+    /// Where evicted images keep their bytes.
+    arena: RefCell<ImageArena>,
     /// Bytes below a recorded stack pointer that a suspended coroutine uses.
     depth: usize,
 }
@@ -374,6 +376,15 @@ impl Hub {
         let mut stacks = StackPool::new(config.max_warm_stacks);
         let compact = match config.compact {
             None => None,
+            Some((count, _)) if count > Image::MAX_EXECS => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "greenhub: compact_stacks({count}, ..): at most {} execution stacks",
+                        Image::MAX_EXECS
+                    ),
+                ));
+            }
             Some((count, size)) => {
                 let mut execs = Vec::with_capacity(count.max(1));
                 for _ in 0..count.max(1) {
@@ -390,6 +401,7 @@ impl Hub {
                 Some(Compact {
                     execs: RefCell::new(execs),
                     images: RefCell::new(Vec::new()),
+                    arena: RefCell::new(ImageArena::new()),
                     depth,
                 })
             }
@@ -502,10 +514,11 @@ impl Hub {
             return true;
         };
         let mut images = compact.images.borrow_mut();
-        let exec_index = images[key as usize].exec;
-        if exec_index == Image::DEDICATED {
+        let image = &images[key as usize];
+        if !image.is_compact() {
             return true;
         }
+        let exec_index = image.exec;
         let mut execs = compact.execs.borrow_mut();
         let exec = &mut execs[exec_index as usize];
         match exec.occupant {
@@ -516,7 +529,7 @@ impl Hub {
                     exec.blocked.push(key);
                     return false;
                 }
-                image.evict(&exec.stack);
+                image.evict(&exec.stack, &mut compact.arena.borrow_mut());
             }
             None => {}
         }
@@ -526,7 +539,7 @@ impl Hub {
         match image.take_start() {
             // First run: making the coroutine writes its first frame.
             Some(start) => task.co = Some(Coroutine::new(exec.stack.share(), start)),
-            None => image.restore(&exec.stack),
+            None => image.restore(&exec.stack, &mut compact.arena.borrow_mut()),
         }
         exec.occupant = Some(key);
         exec.stack
@@ -541,15 +554,21 @@ impl Hub {
             return (0, 0);
         };
         let images = compact.images.borrow();
-        images
-            .iter()
-            .filter(|i| i.saved() > 0)
-            .fold((0, 0), |(n, bytes), i| (n + 1, bytes + i.saved()))
+        let execs = compact.execs.borrow();
+        let resident = |key: usize| {
+            let image = &images[key];
+            execs[image.exec as usize].occupant == Some(key as u32)
+        };
+        (0..images.len())
+            .filter(|&key| images[key].is_compact())
+            .map(|key| images[key].saved(resident(key)))
+            .filter(|&saved| saved > 0)
+            .fold((0, 0), |(n, bytes), saved| (n + 1, bytes + saved))
     }
 
     /// Keeps the current green thread on its execution stack (compact mode)
     /// until the matching `unpin`.
-    pub(crate) fn pin(&self, delta: i32) {
+    pub(crate) fn pin(&self, delta: i16) {
         let Some(compact) = &self.compact else {
             return;
         };
@@ -558,7 +577,7 @@ impl Hub {
         };
         let mut images = compact.images.borrow_mut();
         let image = &mut images[key as usize];
-        if image.exec == Image::DEDICATED {
+        if !image.is_compact() {
             return;
         }
         image.pinned = image.pinned.saturating_add_signed(delta);
@@ -765,11 +784,13 @@ impl Hub {
         if finished {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
-            let image = self.compact.as_ref().map(|c| {
-                std::mem::replace(&mut c.images.borrow_mut()[key as usize], Image::dedicated())
-            });
-            match (image, &self.compact) {
-                (Some(image), Some(compact)) if image.exec != Image::DEDICATED => {
+            match &self.compact {
+                Some(compact) if compact.images.borrow()[key as usize].is_compact() => {
+                    let mut image = std::mem::replace(
+                        &mut compact.images.borrow_mut()[key as usize],
+                        Image::dedicated(),
+                    );
+                    image.release(&mut compact.arena.borrow_mut());
                     let mut execs = compact.execs.borrow_mut();
                     let exec = &mut execs[image.exec as usize];
                     exec.occupant = None;
@@ -789,7 +810,7 @@ impl Hub {
         } else {
             if let Some(compact) = &self.compact {
                 let image = &mut compact.images.borrow_mut()[key as usize];
-                if image.exec != Image::DEDICATED {
+                if image.is_compact() {
                     let execs = compact.execs.borrow();
                     let stack = &execs[image.exec as usize].stack;
                     image.suspended(stack, crate::coroutine::last_suspend_sp(), compact.depth);

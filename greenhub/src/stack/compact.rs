@@ -30,7 +30,7 @@
 //! §3's rule); `greenhub::stack::pinned` keeps a green thread resident where a
 //! user must lend its stack out.
 
-use super::GreenStack;
+use super::{Block, GreenStack, ImageArena};
 use crate::coroutine::Suspender;
 
 /// One shared execution stack and who is on it.
@@ -52,16 +52,19 @@ pub(crate) struct Image {
     /// execution stack. 0 before it first ran.
     live: u32,
     /// Depth of `greenhub::stack::pinned` scopes: evicting is forbidden.
-    pub(crate) pinned: u32,
+    pub(crate) pinned: u16,
     /// Index of its execution stack, or `DEDICATED`.
-    pub(crate) exec: u32,
+    pub(crate) exec: u16,
     store: Store,
 }
 
 /// What an image holds.
 enum Store {
-    /// The saved bytes while evicted (empty while resident).
-    Bytes(Vec<u8>),
+    /// Nothing (a resident green thread that never was evicted).
+    Empty,
+    /// A block of the hub's image arena: the saved bytes while evicted, the
+    /// first `live` of it; kept while resident, for the next eviction.
+    Block(Block),
     /// The green thread's entry, until its first run makes its coroutine.
     Start(Entry),
 }
@@ -71,33 +74,19 @@ pub(crate) type Entry = Box<dyn FnOnce(Suspender)>;
 
 impl Image {
     /// Not a compact green thread (or no green thread at all).
-    pub(crate) const DEDICATED: u32 = u32::MAX;
+    pub(crate) const DEDICATED: u16 = u16::MAX;
+    /// The most execution stacks a hub may have.
+    pub(crate) const MAX_EXECS: usize = u16::MAX as usize;
 
-    /// The place of a green thread bound to execution stack `exec`.
+    /// The place of a green thread bound to execution stack `exec`
+    /// (`exec < MAX_EXECS`), which will run `start`.
     pub(crate) fn bound_to(exec: usize, start: Entry) -> Image {
+        debug_assert!(exec < Image::MAX_EXECS);
         Image {
             live: 0,
             pinned: 0,
-            exec: u32::try_from(exec).expect("fewer than 2^32 execution stacks"),
+            exec: exec as u16,
             store: Store::Start(start),
-        }
-    }
-
-    /// The entry of a green thread that has not run yet.
-    pub(crate) fn take_start(&mut self) -> Option<Entry> {
-        match std::mem::replace(&mut self.store, Store::Bytes(Vec::new())) {
-            Store::Start(start) => Some(start),
-            bytes => {
-                self.store = bytes;
-                None
-            }
-        }
-    }
-
-    fn bytes(&mut self) -> &mut Vec<u8> {
-        match &mut self.store {
-            Store::Bytes(bytes) => bytes,
-            Store::Start(_) => unreachable!("a green thread that never ran has no stack bytes"),
         }
     }
 
@@ -107,7 +96,23 @@ impl Image {
             live: 0,
             pinned: 0,
             exec: Image::DEDICATED,
-            store: Store::Bytes(Vec::new()),
+            store: Store::Empty,
+        }
+    }
+
+    /// Whether it is a compact green thread's.
+    pub(crate) fn is_compact(&self) -> bool {
+        self.exec != Image::DEDICATED
+    }
+
+    /// The entry of a green thread that has not run yet.
+    pub(crate) fn take_start(&mut self) -> Option<Entry> {
+        match std::mem::replace(&mut self.store, Store::Empty) {
+            Store::Start(start) => Some(start),
+            other => {
+                self.store = other;
+                None
+            }
         }
     }
 
@@ -120,43 +125,71 @@ impl Image {
         self.live = u32::try_from(stack.base() - from).expect("an execution stack under 4 GiB");
     }
 
-    /// Copies the suspended green thread's live bytes off `stack`.
-    pub(crate) fn evict(&mut self, stack: &GreenStack) {
+    /// Copies the suspended green thread's live bytes off `stack` into a
+    /// block of `arena` (the one it has, if big enough).
+    pub(crate) fn evict(&mut self, stack: &GreenStack, arena: &mut ImageArena) {
         let len = self.live as usize;
         let from = stack.base() - len;
         debug_assert!(len > 0 && from >= stack.lowest_usable());
-        let bytes = self.bytes();
-        bytes.clear();
-        // SAFETY: [from, base) lies inside the execution stack (`suspended`
-        // clamped it above the guard page), which is mapped and which nothing
-        // else uses while its occupant is suspended and the hub runs.
-        let live = unsafe { std::slice::from_raw_parts(from as *const u8, len) };
-        bytes.extend_from_slice(live);
+        let block = match std::mem::replace(&mut self.store, Store::Empty) {
+            Store::Block(block) if block.capacity() >= len => block,
+            Store::Block(small) => {
+                arena.free(small);
+                alloc(arena, len)
+            }
+            Store::Empty => alloc(arena, len),
+            Store::Start(_) => unreachable!("a green thread that never ran is never evicted"),
+        };
+        // SAFETY: [from, from + len) lies inside the execution stack
+        // (`suspended` clamped it above the guard page), which is mapped and
+        // which nothing else uses while its occupant is suspended and the hub
+        // runs; the block has room for len bytes and is ours alone.
+        unsafe { std::ptr::copy_nonoverlapping(from as *const u8, block.as_ptr(), len) };
+        self.store = Store::Block(block);
     }
 
     /// Copies the saved bytes back to the same addresses.
-    pub(crate) fn restore(&mut self, stack: &GreenStack) {
+    pub(crate) fn restore(&mut self, stack: &GreenStack, arena: &mut ImageArena) {
+        let Store::Block(block) = &self.store else {
+            unreachable!("an evicted green thread has its bytes in a block")
+        };
+        let len = self.live as usize;
         let base = stack.base();
-        let bytes = self.bytes();
-        let len = bytes.len();
-        debug_assert!(base - len >= stack.lowest_usable());
+        debug_assert!(len <= block.capacity() && base - len >= stack.lowest_usable());
         // SAFETY: [base - len, base) lies inside the execution stack, the
         // region this image was evicted from; no green thread runs on the
-        // stack now (the previous occupant was evicted first).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (base - len) as *mut u8, len) };
-        bytes.clear();
-        // Keep a small buffer's capacity for the next eviction; give back
-        // a big one (a deep call chain once is no reason to hold it).
-        if bytes.capacity() > 16 * 1024 {
-            bytes.shrink_to(1024);
+        // stack now (the previous occupant was evicted first); the block
+        // holds the len bytes saved then.
+        unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), (base - len) as *mut u8, len) };
+        // Keep a small block for the next eviction; give back a big one (a
+        // deep call chain once is no reason to hold it).
+        if block.capacity() > 4096 {
+            self.release(arena);
         }
     }
 
-    /// Bytes held while evicted.
-    pub(crate) fn saved(&self) -> usize {
-        match &self.store {
-            Store::Bytes(bytes) => bytes.len(),
-            Store::Start(_) => 0,
+    /// Gives its block back (it has finished, or is resident with a big one).
+    pub(crate) fn release(&mut self, arena: &mut ImageArena) {
+        if let Store::Block(block) = std::mem::replace(&mut self.store, Store::Empty) {
+            arena.free(block);
         }
     }
+
+    /// Bytes held while evicted (0 while resident: a kept block is spare).
+    pub(crate) fn saved(&self, resident: bool) -> usize {
+        match &self.store {
+            Store::Block(_) if !resident => self.live as usize,
+            _ => 0,
+        }
+    }
+}
+
+/// A block for `len` bytes, or the process ends the way a failed `Vec`
+/// allocation ends it.
+fn alloc(arena: &mut ImageArena, len: usize) -> Block {
+    arena.alloc(len).unwrap_or_else(|_| {
+        std::alloc::handle_alloc_error(
+            std::alloc::Layout::from_size_align(len, 16).expect("a valid layout"),
+        )
+    })
 }

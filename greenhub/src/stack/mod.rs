@@ -35,6 +35,7 @@
 //! - Nothing in greenhub keeps a pointer into a parked green thread's stack.
 
 mod compact;
+mod images;
 mod overflow;
 mod sys;
 
@@ -60,6 +61,7 @@ use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) use compact::{ExecStack, Image};
+pub(crate) use images::{Block, ImageArena};
 pub(crate) use overflow::{ensure_alt_stack, install_overflow_handler};
 pub(crate) use sys::force_mprotect_guards;
 
