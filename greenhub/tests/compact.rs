@@ -218,3 +218,49 @@ fn explicit_stack_sizes_get_dedicated_stacks_in_compact_mode() {
         })
         .unwrap();
 }
+
+/// A green thread's closure waits in the image arena until it first runs:
+/// over-aligned captures (boxed on the way) and big ones (larger than the
+/// arena's small classes) arrive intact, and one that never runs because it
+/// was killed first is still dropped.
+#[test]
+fn entries_of_every_shape_arrive_intact() {
+    #[repr(align(64))]
+    struct Aligned(u64);
+
+    struct Dropped(Rc<Cell<u32>>);
+    impl Drop for Dropped {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+
+    // SAFETY: as in `compact`; big execution stacks for the big closure,
+    // which an unoptimised build copies a few times.
+    unsafe { HubBuilder::new().compact_stacks(2, 1 << 20) }
+        .run(|| {
+            let aligned = Aligned(0xA11C_E5ED);
+            let a = spawn(move || {
+                yield_now();
+                assert_eq!(&aligned as *const Aligned as usize % 64, 0);
+                aligned.0
+            });
+            let big = [7u8; 70 * 1024];
+            let b = spawn(move || {
+                yield_now();
+                big.iter().map(|&x| u64::from(x)).sum::<u64>()
+            });
+            let drops = Rc::new(Cell::new(0));
+            let dropped = Dropped(drops.clone());
+            let c = spawn(move || {
+                let _keep = &dropped;
+                unreachable!("killed before it ran");
+            });
+            c.kill();
+            assert_eq!(a.join().unwrap(), 0xA11C_E5ED);
+            assert_eq!(b.join().unwrap(), 7 * 70 * 1024);
+            assert!(c.join().unwrap_err().is_killed());
+            assert_eq!(drops.get(), 1);
+        })
+        .unwrap();
+}

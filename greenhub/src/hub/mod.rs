@@ -484,7 +484,7 @@ impl Hub {
                     .min_by_key(|(_, e)| e.bound)
                     .expect("compact mode has execution stacks");
                 least.bound += 1;
-                image = Image::bound_to(exec, Box::new(start));
+                image = Image::bound_to(exec, start, &mut compact.arena.borrow_mut());
                 None
             }
         };
@@ -536,10 +536,11 @@ impl Hub {
         let mut tasks = self.tasks.borrow_mut();
         let task = &mut tasks[key as usize];
         let image = &mut images[key as usize];
-        match image.take_start() {
+        if image.unstarted() {
             // First run: making the coroutine writes its first frame.
-            Some(start) => task.co = Some(Coroutine::new(exec.stack.share(), start)),
-            None => image.restore(&exec.stack, &mut compact.arena.borrow_mut()),
+            task.co = Some(image.start(exec.stack.share()));
+        } else {
+            image.restore(&exec.stack, &mut compact.arena.borrow_mut());
         }
         exec.occupant = Some(key);
         exec.stack

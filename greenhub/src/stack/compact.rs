@@ -31,7 +31,7 @@
 //! user must lend its stack out.
 
 use super::{Block, GreenStack, ImageArena};
-use crate::coroutine::Suspender;
+use crate::coroutine::{Coroutine, Suspender};
 
 /// One shared execution stack and who is on it.
 pub(crate) struct ExecStack {
@@ -45,32 +45,66 @@ pub(crate) struct ExecStack {
 }
 
 /// A green thread's place in compact mode: which execution stack it is
-/// bound to, and its saved stack bytes while evicted. The hub keeps one per
-/// slab key; a dedicated green thread's says so (`exec` is `DEDICATED`).
+/// bound to, its entry until it first runs, and its saved stack bytes while
+/// evicted. The hub keeps one per slab key; a dedicated green thread's says
+/// so (`exec` is `DEDICATED`).
 pub(crate) struct Image {
     /// Live bytes at its last suspension: `[base - live, base)` of its
-    /// execution stack. 0 before it first ran.
+    /// execution stack. `UNSTARTED` while `block` holds its entry.
     live: u32,
     /// Depth of `greenhub::stack::pinned` scopes: evicting is forbidden.
     pub(crate) pinned: u16,
     /// Index of its execution stack, or `DEDICATED`.
     pub(crate) exec: u16,
-    store: Store,
+    /// A block of the hub's image arena: the entry until the first run (see
+    /// `EntryHead`), then the first `live` bytes are the saved stack while
+    /// evicted; kept while resident, for the next eviction.
+    block: Option<Block>,
 }
 
-/// What an image holds.
-enum Store {
-    /// Nothing (a resident green thread that never was evicted).
-    Empty,
-    /// A block of the hub's image arena: the saved bytes while evicted, the
-    /// first `live` of it; kept while resident, for the next eviction.
-    Block(Block),
-    /// The green thread's entry, until its first run makes its coroutine.
-    Start(Entry),
+/// The start of a block that holds a green thread's entry: the function that
+/// makes its coroutine from the closure stored after it (`entry_offset`).
+struct EntryHead {
+    make: unsafe fn(*mut u8, GreenStack) -> Coroutine,
 }
 
-/// A green thread's entry: what its coroutine runs.
-pub(crate) type Entry = Box<dyn FnOnce(Suspender)>;
+const UNSTARTED: u32 = u32::MAX;
+
+/// Where in an entry block the closure lies: after the head, aligned.
+const fn entry_offset<S>() -> usize {
+    std::mem::size_of::<EntryHead>().next_multiple_of(std::mem::align_of::<S>())
+}
+
+/// Moves the closure out of the entry block at `block` and makes the
+/// coroutine that runs it.
+///
+/// # Safety
+/// The block holds a valid `S` at `entry_offset::<S>()`, written by
+/// `Image::bound_to` and not read since, and stays allocated and unwritten
+/// until the coroutine has first run (`Image::start`'s caller resumes it
+/// at once, and a block is reused only when its image is evicted).
+unsafe fn make<S: FnOnce(Suspender) + 'static>(block: *mut u8, stack: GreenStack) -> Coroutine {
+    let at = block as usize + entry_offset::<S>();
+    // Only the address goes onto the new stack: the closure is moved once,
+    // into the frame of `call`, not through every frame of the entry.
+    Coroutine::new(stack, move |suspender| {
+        // SAFETY: by the caller: a valid S, read once (the image forgets
+        // it); the block stays allocated until the green thread has
+        // suspended (it becomes its first image).
+        unsafe { call::<S>(at as *mut S, suspender) }
+    })
+}
+
+/// Runs the entry closure at `at`.
+///
+/// # Safety
+/// As for `make`.
+#[inline(never)]
+unsafe fn call<S: FnOnce(Suspender)>(at: *mut S, suspender: Suspender) {
+    // SAFETY: by the caller.
+    let start = unsafe { at.read() };
+    start(suspender)
+}
 
 impl Image {
     /// Not a compact green thread (or no green thread at all).
@@ -79,15 +113,49 @@ impl Image {
     pub(crate) const MAX_EXECS: usize = u16::MAX as usize;
 
     /// The place of a green thread bound to execution stack `exec`
-    /// (`exec < MAX_EXECS`), which will run `start`.
-    pub(crate) fn bound_to(exec: usize, start: Entry) -> Image {
+    /// (`exec < MAX_EXECS`), which will run `start`. The closure waits in a
+    /// block of `arena` (no allocator header, and recycled at once by the
+    /// next spawn once the green thread has started); the block stays the
+    /// image's until its first eviction, which keeps it if it is big enough.
+    pub(crate) fn bound_to<S: FnOnce(Suspender) + 'static>(
+        exec: usize,
+        start: S,
+        arena: &mut ImageArena,
+    ) -> Image {
+        if std::mem::align_of::<S>() > 16 {
+            return Image::bound_boxed(exec, Box::new(start), arena);
+        }
         debug_assert!(exec < Image::MAX_EXECS);
+        let block = alloc(arena, entry_offset::<S>() + std::mem::size_of::<S>());
+        let head = EntryHead { make: make::<S> };
+        // SAFETY: the block is ours, 16-byte aligned and has room for the
+        // head and, `entry_offset` bytes in (a multiple of S's alignment,
+        // which is at most 16, checked above), for an S; `start` is moved in
+        // and read back once, by `call` when the green thread first runs.
+        unsafe {
+            block.as_ptr().cast::<EntryHead>().write(head);
+            block
+                .as_ptr()
+                .add(entry_offset::<S>())
+                .cast::<S>()
+                .write(start);
+        }
         Image {
-            live: 0,
+            live: UNSTARTED,
             pinned: 0,
             exec: exec as u16,
-            store: Store::Start(start),
+            block: Some(block),
         }
+    }
+
+    /// `bound_to` for an over-aligned closure: boxed, its box is the entry.
+    #[cold]
+    fn bound_boxed(
+        exec: usize,
+        start: Box<dyn FnOnce(Suspender)>,
+        arena: &mut ImageArena,
+    ) -> Image {
+        Image::bound_to(exec, start, arena)
     }
 
     /// The entry of a dedicated green thread (or a vacant slab key).
@@ -96,7 +164,7 @@ impl Image {
             live: 0,
             pinned: 0,
             exec: Image::DEDICATED,
-            store: Store::Empty,
+            block: None,
         }
     }
 
@@ -105,14 +173,29 @@ impl Image {
         self.exec != Image::DEDICATED
     }
 
-    /// The entry of a green thread that has not run yet.
-    pub(crate) fn take_start(&mut self) -> Option<Entry> {
-        match std::mem::replace(&mut self.store, Store::Empty) {
-            Store::Start(start) => Some(start),
-            other => {
-                self.store = other;
-                None
-            }
+    /// Whether the green thread has not run yet (its entry is here).
+    pub(crate) fn unstarted(&self) -> bool {
+        self.live == UNSTARTED
+    }
+
+    /// Makes the coroutine of a green thread that has not run yet, on its
+    /// execution stack (which must be free: this writes its first frame).
+    /// The caller resumes it at once: its first run moves the closure out of
+    /// the block, which stays this image's until then.
+    pub(crate) fn start(&mut self, stack: GreenStack) -> Coroutine {
+        assert!(self.unstarted(), "a green thread starts once");
+        let block = self
+            .block
+            .as_ref()
+            .expect("an unstarted image holds its entry");
+        self.live = 0;
+        // SAFETY: `bound_to` wrote the head and the closure for this `make`,
+        // and `live` said UNSTARTED until now, so neither was read; the block
+        // stays ours, untouched until the green thread has suspended (only
+        // `evict` writes it), so the closure is there when it first runs.
+        unsafe {
+            let head = block.as_ptr().cast::<EntryHead>().read();
+            (head.make)(block.as_ptr(), stack)
         }
     }
 
@@ -122,37 +205,42 @@ impl Image {
     pub(crate) fn suspended(&mut self, stack: &GreenStack, sp: usize, depth: usize) {
         let from = sp.saturating_sub(depth).max(stack.lowest_usable());
         debug_assert!(sp != 0 && from < stack.base());
-        self.live = u32::try_from(stack.base() - from).expect("an execution stack under 4 GiB");
+        let live = stack.base() - from;
+        self.live = u32::try_from(live)
+            .ok()
+            .filter(|&live| live != UNSTARTED)
+            .expect("an execution stack under 4 GiB");
     }
 
     /// Copies the suspended green thread's live bytes off `stack` into a
     /// block of `arena` (the one it has, if big enough).
     pub(crate) fn evict(&mut self, stack: &GreenStack, arena: &mut ImageArena) {
+        debug_assert!(!self.unstarted());
         let len = self.live as usize;
         let from = stack.base() - len;
         debug_assert!(len > 0 && from >= stack.lowest_usable());
-        let block = match std::mem::replace(&mut self.store, Store::Empty) {
-            Store::Block(block) if block.capacity() >= len => block,
-            Store::Block(small) => {
+        let block = match self.block.take() {
+            Some(block) if block.capacity() >= len => block,
+            Some(small) => {
                 arena.free(small);
                 alloc(arena, len)
             }
-            Store::Empty => alloc(arena, len),
-            Store::Start(_) => unreachable!("a green thread that never ran is never evicted"),
+            None => alloc(arena, len),
         };
         // SAFETY: [from, from + len) lies inside the execution stack
         // (`suspended` clamped it above the guard page), which is mapped and
         // which nothing else uses while its occupant is suspended and the hub
         // runs; the block has room for len bytes and is ours alone.
         unsafe { std::ptr::copy_nonoverlapping(from as *const u8, block.as_ptr(), len) };
-        self.store = Store::Block(block);
+        self.block = Some(block);
     }
 
     /// Copies the saved bytes back to the same addresses.
     pub(crate) fn restore(&mut self, stack: &GreenStack, arena: &mut ImageArena) {
-        let Store::Block(block) = &self.store else {
-            unreachable!("an evicted green thread has its bytes in a block")
-        };
+        let block = self
+            .block
+            .as_ref()
+            .expect("an evicted green thread has its bytes in a block");
         let len = self.live as usize;
         let base = stack.base();
         debug_assert!(len <= block.capacity() && base - len >= stack.lowest_usable());
@@ -169,16 +257,19 @@ impl Image {
     }
 
     /// Gives its block back (it has finished, or is resident with a big one).
+    /// A green thread that never ran must not be released: its entry would
+    /// be lost without being dropped.
     pub(crate) fn release(&mut self, arena: &mut ImageArena) {
-        if let Store::Block(block) = std::mem::replace(&mut self.store, Store::Empty) {
+        debug_assert!(!self.unstarted());
+        if let Some(block) = self.block.take() {
             arena.free(block);
         }
     }
 
     /// Bytes held while evicted (0 while resident: a kept block is spare).
     pub(crate) fn saved(&self, resident: bool) -> usize {
-        match &self.store {
-            Store::Block(_) if !resident => self.live as usize,
+        match &self.block {
+            Some(_) if !resident && !self.unstarted() => self.live as usize,
             _ => 0,
         }
     }
