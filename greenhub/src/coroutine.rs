@@ -35,15 +35,23 @@ impl Suspender {
         unsafe { self.0.as_ref().suspend(()) }
     }
 
-    /// Like [`suspend`](Suspender::suspend), recording the stack pointer of
-    /// this frame first (see [`last_suspend_sp`]): compact stacks save
+    /// Like [`suspend`](Suspender::suspend), recording the stack pointer
+    /// first (see [`last_suspend_sp`]): compact stacks save
     /// `[sp - depth, base)` of a suspended coroutine, where `depth`
-    /// ([`suspend_depth`]) covers what the switch itself pushes below this
-    /// frame. Never inlined, so that depth is the same for every caller.
+    /// ([`suspend_depth`]) covers what the switch pushes below it.
+    ///
+    /// Always inlined, into the caller's frame: a frame of its own would
+    /// save every callee-saved register a second time, bytes that a compact
+    /// stack keeps for every parked green thread. The depth is still the
+    /// same for every caller: the stack pointer of a frame does not move
+    /// between reading it here and the switch's own pushes (x86_64 and
+    /// aarch64 frames are fixed after the prologue, and the switch is inline
+    /// assembly right after the read), and `suspend_depth` measures the very
+    /// same sequence.
     ///
     /// # Safety
     /// As for [`suspend`](Suspender::suspend).
-    #[inline(never)]
+    #[inline(always)]
     pub(crate) unsafe fn suspend_recording_sp(self) {
         LAST_SP.with(|sp| sp.set(stack_pointer()));
         // SAFETY: as for `suspend`, which the caller's contract covers.

@@ -548,6 +548,7 @@ where
 /// This frame stays on the green thread's stack while `f` runs (and parks),
 /// so everything but the call of `f` is out of line: a compact stack saves
 /// this frame with every parked green thread.
+#[inline(always)]
 fn body<F, T>(f: F, packet: &Packet<T>)
 where
     F: FnOnce() -> T,
