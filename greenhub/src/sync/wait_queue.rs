@@ -180,6 +180,9 @@ impl<S, P> Locked<S, P> {
         }
     }
 
+    /// Out of line (as `leave`): their temporaries would otherwise widen
+    /// the frame of every parked waiter, which a compact stack saves.
+    #[inline(never)]
     fn register(&mut self, waiter: Waiter) -> Ticket {
         let gen = self.next_gen;
         self.next_gen += 1;
@@ -215,6 +218,7 @@ impl<S, P> Locked<S, P> {
 
     /// Removes the ticket's node; returns what it was handed, if anything.
     /// (Only the waiter removes its node, so the ticket is always valid.)
+    #[inline(never)]
     fn leave(&mut self, ticket: Ticket) -> Option<P> {
         let node = self.nodes.get(ticket.key).filter(|n| n.gen == ticket.gen)?;
         if matches!(node.status, Status::Waiting) {
