@@ -4,7 +4,7 @@ use std::fmt;
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
-use crate::hub::{self, TimedOut, Wait};
+use crate::hub::{self, TimedOut};
 use crate::task::{spawn, JoinHandle};
 
 /// Parks the current green thread for at least `duration` (never less; timers
@@ -18,16 +18,11 @@ pub fn sleep(duration: Duration) {
     if duration.is_zero() {
         return yield_now();
     }
-    match hub::deadline_after(duration) {
-        Some(deadline) => sleep_until(deadline),
-        None => loop {
-            // Longer than an Instant can express: for ever (a kill still ends it).
-            hub::park(SLEEP);
-        },
-    }
+    // Longer than an Instant can express (None): for ever (a kill still
+    // ends it). A tail call: no frame of `sleep` stays while it sleeps.
+    let deadline = hub::deadline_after(duration);
+    hub::expect_hub("sleep", |hub| hub.sleep_current(deadline));
 }
-
-const SLEEP: Wait = Wait::local("sleep");
 
 /// Parks the current green thread until `deadline` has passed.
 ///
@@ -35,12 +30,7 @@ const SLEEP: Wait = Wait::local("sleep");
 /// Outside a green thread.
 #[track_caller]
 pub fn sleep_until(deadline: Instant) {
-    loop {
-        hub::park_until(SLEEP, deadline);
-        if Instant::now() >= deadline {
-            return;
-        }
-    }
+    hub::expect_hub("sleep_until", |hub| hub.sleep_current(Some(deadline)));
 }
 
 /// Lets every other ready green thread run once before the caller goes on.

@@ -681,6 +681,41 @@ impl Hub {
         Self::deliver_cancel(header);
         let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
         self.set_wait(header.key, wait);
+        self.park_switch(header, suspender);
+        if let Some(timer) = timer {
+            self.cancel_timer(timer);
+        }
+        Self::deliver_cancel(header);
+    }
+
+    /// `park_current` for `sleep`: parks until `deadline` has passed (for
+    /// ever if None), whatever wakes it before, or unwinds at a kill or a
+    /// timeout. Its own loop, so that `sleep` hands over with a tail call and
+    /// a sleeping green thread keeps one frame of greenhub's, not two.
+    #[track_caller]
+    #[inline(never)]
+    pub(crate) fn sleep_current(&self, deadline: Option<Instant>) {
+        const SLEEP: Wait = Wait::local("sleep");
+        let (header, suspender) = self.running_parts(SLEEP.what);
+        Self::deliver_cancel(header);
+        let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
+        self.set_wait(header.key, &SLEEP);
+        loop {
+            self.park_switch(header, suspender);
+            if header.cancel_pending() || deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+        }
+        if let Some(timer) = timer {
+            self.cancel_timer(timer);
+        }
+        Self::deliver_cancel(header);
+    }
+
+    /// Moves the running green thread from RUNNING to PARKED and switches
+    /// out, unless a wake came in while it ran.
+    #[inline(always)]
+    fn park_switch(&self, header: &Header, suspender: Suspender) {
         if header
             .state
             .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
@@ -693,10 +728,6 @@ impl Hub {
             // before waking is visible to us (see waker.rs).
             header.state.swap(RUNNING, Ordering::AcqRel);
         }
-        if let Some(timer) = timer {
-            self.cancel_timer(timer);
-        }
-        Self::deliver_cancel(header);
     }
 
     #[inline(never)]
@@ -718,7 +749,7 @@ impl Hub {
 
     /// Suspends the running green thread back to the hub loop. In compact
     /// mode the stack pointer is recorded for a later eviction.
-    #[inline]
+    #[inline(always)]
     fn switch_out(&self, suspender: Suspender) {
         if self.compact.is_some() {
             // SAFETY: called only from the park and yield paths, which run on
