@@ -53,6 +53,7 @@ pub mod fs;
 mod hub;
 pub mod local;
 pub mod net;
+mod packet;
 pub mod server;
 pub mod stack;
 pub mod sync;

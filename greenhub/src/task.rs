@@ -3,10 +3,10 @@
 //!
 //! A green thread is spawned → ready → running ⇄ parked → finished (returned,
 //! panicked or killed). Its hub owns it while it lives (hub/mod.rs, with the
-//! state machine in hub/waker.rs); the [`JoinHandle`] shares only the
-//! *packet* with it, where the body leaves its result for `join`, and names
-//! the green thread by slab key and id (so that `kill` after the end is a
-//! no-op, and the hub can recycle headers).
+//! state machine in hub/waker.rs); the [`JoinHandle`] shares its *header*,
+//! whose packet (packet.rs) is where the body leaves its result for `join`:
+//! one allocation per green thread, which the hub reuses for a later spawn
+//! once the green thread has finished and its handle is gone.
 //!
 //! # The end of a green thread
 //!
@@ -18,16 +18,15 @@
 //! the handle (`wait_any`).
 
 use std::any::Any;
-use std::cell::Cell;
 use std::fmt;
 use std::io;
 use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Waker;
 
-use crate::hub::{self, Hub, Killed, TimedOut, Wait};
+use crate::hub::{self, Header, Hub, Killed, TimedOut, Wait};
+use crate::packet::{Inner, Link};
 
 /// A green thread's unique identifier (unique in the process, never reused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -119,82 +118,25 @@ impl fmt::Display for JoinError {
 
 impl std::error::Error for JoinError {}
 
-/// A callback run when a green thread finishes (see [`JoinHandle::link`]).
-type Link<T> = Box<dyn FnOnce(&Result<T, JoinError>)>;
-
-/// Where a green thread leaves its result; shared with its [`JoinHandle`].
-///
-/// Kept small (a million parked green threads have a million packets): what
-/// most green threads never need lives in `extra`, made on first use. Cells
-/// rather than RefCells: every access takes the value out and puts it back,
-/// with no user code in between, except where the comments say.
-struct Packet<T> {
-    key: u32,
-    /// Set once the body has finished (its result may have been taken).
-    done: Cell<bool>,
-    /// False once the JoinHandle is gone: a panic is then reported on stderr.
-    handle_alive: Cell<bool>,
-    /// Set once the links have run: a link added later runs at once.
-    links_ran: Cell<bool>,
-    id: u64,
-    name: Option<Arc<str>>,
-    result: Cell<Option<Result<T, JoinError>>>,
-    extra: Cell<Option<Box<Extra<T>>>>,
-}
-
-/// What a packet needs only if somebody waits or links.
-struct Extra<T> {
-    /// Green threads waiting in `join` (or `kill_all`), and watchers
-    /// (`wait_any`), each under a key of `next_waiter` for its removal. All
-    /// woken when the green thread finishes.
-    waiters: Vec<(u64, Waker)>,
-    next_waiter: u64,
-    /// Links to run at the end, in order.
-    links: Vec<Link<T>>,
-}
-
-impl<T> Packet<T> {
-    /// Runs `f` on the extra part, made if there is none yet.
-    fn with_extra<R>(&self, f: impl FnOnce(&mut Extra<T>) -> R) -> R {
-        let mut extra = self.extra.take().unwrap_or_else(|| {
-            Box::new(Extra {
-                waiters: Vec::new(),
-                next_waiter: 0,
-                links: Vec::new(),
-            })
-        });
-        let r = f(&mut extra);
-        self.extra.set(Some(extra));
-        r
-    }
-
-    /// Registers `waker` to be woken when the green thread finishes.
-    fn add_waiter(&self, waker: &Waker) -> u64 {
-        self.with_extra(|extra| {
-            let key = extra.next_waiter;
-            extra.next_waiter += 1;
-            extra.waiters.push((key, waker.clone()));
-            key
-        })
-    }
-
-    fn remove_waiter(&self, key: u64) {
-        if let Some(mut extra) = self.extra.take() {
-            extra.waiters.retain(|(k, _)| *k != key);
-            self.extra.set(Some(extra));
-        }
-    }
-}
-
 /// Owned permission to join a green thread (and to kill it).
 ///
 /// Dropping the handle detaches the green thread: it runs on, and if it
 /// panics, the panic is reported on stderr with its id and name.
 pub struct JoinHandle<T> {
-    packet: Rc<Packet<T>>,
+    /// The green thread's header, with its packet (see packet.rs).
+    header: Arc<Header>,
+    /// The result's type; `!Send`: the packet is used on its hub's thread only.
+    _result: PhantomData<*const T>,
 }
 
 impl<T> JoinHandle<T> {
+    /// The packet, where the body leaves the result.
+    fn packet(&self) -> &crate::packet::Inner {
+        // SAFETY: a JoinHandle is made on its hub's thread (in `spawn_on`)
+        // and is `!Send`, so it is used there only.
+        unsafe { self.header.packet.get() }
+    }
+
     /// Waits for the green thread to finish; returns its value, or why there is none.
     ///
     /// # Panics
@@ -221,17 +163,17 @@ impl<T> JoinHandle<T> {
         });
         let wait = Wait {
             what: "JoinHandle::join",
-            target: self.packet.id,
+            target: self.header.id,
             shared: false,
         };
         // Remove our waker however we leave (a kill unwinds out of park).
-        struct Unregister<'a, T>(&'a Packet<T>, u64);
-        impl<T> Drop for Unregister<'_, T> {
+        struct Unregister<'a>(&'a crate::packet::Inner, u64);
+        impl Drop for Unregister<'_> {
             fn drop(&mut self) {
-                self.0.remove_waiter(self.1);
+                remove_waiter(self.0, self.1);
             }
         }
-        let _unregister = Unregister(&self.packet, self.packet.add_waiter(&waker));
+        let _unregister = Unregister(self.packet(), add_waiter(self.packet(), &waker));
         while !self.is_finished() {
             hub::park(wait);
         }
@@ -239,7 +181,9 @@ impl<T> JoinHandle<T> {
 
     /// Takes the result if the green thread has finished.
     pub(crate) fn take_result(&self) -> Option<Result<T, JoinError>> {
-        self.packet.result.take()
+        // SAFETY: the body of this spawn left a Result<T, JoinError> (the
+        // handle's T: `spawn_on` made both).
+        unsafe { self.packet().take_result::<Result<T, JoinError>>() }
     }
 
     /// Registers `f` to run when the green thread finishes, with its result
@@ -273,25 +217,37 @@ impl<T> JoinHandle<T> {
     /// })
     /// .unwrap();
     /// ```
-    pub fn link(&self, f: impl FnOnce(&Result<T, JoinError>) + 'static) {
-        if !self.packet.links_ran.get() {
-            self.packet
-                .with_extra(|extra| extra.links.push(Box::new(f)));
+    pub fn link(&self, f: impl FnOnce(&Result<T, JoinError>) + 'static)
+    where
+        T: 'static,
+    {
+        let packet = self.packet();
+        if !packet.links_ran.get() {
+            let link = move |result: &dyn Any| {
+                f(result
+                    .downcast_ref::<Result<T, JoinError>>()
+                    .expect("a link gets its green thread's result"))
+            };
+            packet.with_extra(|extra| extra.links.push(Box::new(link)));
             return;
         }
         // Finished and the links have run: the result is in the packet
         // (only `join`, which consumes the handle, takes it). Out while `f`
         // runs; nothing else takes or sets it meanwhile (the green thread has
         // finished, and `f` cannot reach this handle's `join`).
-        if let Some(result) = self.packet.result.take() {
+        if let Some(result) = self.take_result() {
             f(&result);
-            self.packet.result.set(Some(result));
+            // SAFETY: the type the body of this spawn put (see take_result).
+            unsafe { packet.put_result::<Result<T, JoinError>>(result) };
         }
     }
 
     /// Like [`link`](JoinHandle::link), but runs `f` only if the green thread
     /// returned a value (gevent's `link_value`).
-    pub fn link_value(&self, f: impl FnOnce(&T) + 'static) {
+    pub fn link_value(&self, f: impl FnOnce(&T) + 'static)
+    where
+        T: 'static,
+    {
         self.link(move |result| {
             if let Ok(value) = result {
                 f(value)
@@ -301,7 +257,10 @@ impl<T> JoinHandle<T> {
 
     /// Like [`link`](JoinHandle::link), but runs `f` only if the green thread
     /// panicked or was killed (gevent's `link_exception`).
-    pub fn link_error(&self, f: impl FnOnce(&JoinError) + 'static) {
+    pub fn link_error(&self, f: impl FnOnce(&JoinError) + 'static)
+    where
+        T: 'static,
+    {
         self.link(move |result| {
             if let Err(err) = result {
                 f(err)
@@ -316,12 +275,12 @@ impl<T> JoinHandle<T> {
         if self.is_finished() {
             return u64::MAX;
         }
-        self.packet.add_waiter(waker)
+        add_waiter(self.packet(), waker)
     }
 
     /// Forgets a watcher (a no-op if it was woken already).
     pub(crate) fn unwatch(&self, key: u64) {
-        self.packet.remove_waiter(key);
+        remove_waiter(self.packet(), key);
     }
 
     /// Asks the green thread to unwind at its current (or next) blocking
@@ -330,56 +289,59 @@ impl<T> JoinHandle<T> {
     /// once; `join` waits for the end. Does nothing if it has finished.
     pub fn kill(&self) {
         if !self.is_finished() {
-            hub::with_hub(|hub| hub.kill_key(self.packet.key, self.packet.id));
+            hub::with_hub(|hub| hub.kill(&self.header));
         }
     }
 
     /// Whether the green thread has finished (returned, panicked or was killed).
     pub fn is_finished(&self) -> bool {
-        self.packet.done.get()
+        self.packet().done.get()
     }
 
     /// The green thread's id.
     pub fn id(&self) -> GreenId {
-        GreenId(self.packet.id)
+        GreenId(self.header.id)
     }
 
     /// The green thread's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.packet.name.as_deref()
+        self.header.name.as_deref()
     }
 
     /// A handle to the green thread, as [`current`] would return inside it.
     pub fn thread(&self) -> GreenThread {
         GreenThread {
-            key: self.packet.key,
-            id: self.packet.id,
-            name: self.packet.name.clone(),
+            key: self.header.key,
+            id: self.header.id,
+            name: self.header.name.clone(),
             _not_send: PhantomData,
         }
     }
 
     /// The green thread's slab key in its hub.
     pub(crate) fn key(&self) -> u32 {
-        self.packet.key
+        self.header.key
     }
 }
 
 impl<T> Drop for JoinHandle<T> {
     fn drop(&mut self) {
-        self.packet.handle_alive.set(false);
+        self.packet().handle_alive.set(false);
         // Nobody can take the result any more.
-        if let Some(Err(err @ JoinError::Panicked(_))) = self.packet.result.take() {
-            report_panic(self.packet.id, self.packet.name.as_deref(), &err);
+        if let Some(Err(err @ JoinError::Panicked(_))) = self.take_result() {
+            report_panic(self.header.id, self.header.name.as_deref(), &err);
         }
+        // The last reference to a finished green thread's header: the hub
+        // reuses it for a spawn.
+        hub::with_hub(|hub| hub.recycle(&self.header));
     }
 }
 
 impl<T> fmt::Debug for JoinHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JoinHandle")
-            .field("id", &self.packet.id)
-            .field("name", &self.packet.name)
+            .field("id", &self.header.id)
+            .field("name", &self.header.name)
             .field("finished", &self.is_finished())
             .finish()
     }
@@ -524,23 +486,14 @@ where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let mut packet = None;
-    hub.spawn_raw(stack_size, name.clone(), |key, id| {
-        let theirs = Rc::new(Packet {
-            key,
-            done: Cell::new(false),
-            handle_alive: Cell::new(true),
-            links_ran: Cell::new(false),
-            id,
-            name,
-            result: Cell::new(None),
-            extra: Cell::new(None),
-        });
-        packet = Some(theirs.clone());
-        move || body(f, &theirs)
+    let header = hub.spawn_raw(stack_size, name, |header| {
+        let theirs = header.clone();
+        move || body::<F, T>(f, &theirs)
     })?;
-    let packet = packet.expect("spawn_raw made the body");
-    Ok(JoinHandle { packet })
+    Ok(JoinHandle {
+        header,
+        _result: PhantomData,
+    })
 }
 
 /// What a green thread runs: `f`, with its outcome left in the packet.
@@ -549,16 +502,17 @@ where
 /// so everything but the call of `f` is out of line: a compact stack saves
 /// this frame with every parked green thread.
 #[inline(always)]
-fn body<F, T>(f: F, packet: &Packet<T>)
+fn body<F, T>(f: F, header: &Header)
 where
     F: FnOnce() -> T,
+    T: 'static,
 {
     let result = if hub::current_killed() {
         killed_before_start(f)
     } else {
         catch_unwind(AssertUnwindSafe(f)).map_err(join_error)
     };
-    finish(packet, result);
+    finish(header, result);
 }
 
 /// Killed before it started: the body does not run, its captures are
@@ -587,18 +541,22 @@ fn join_error(payload: Box<dyn Any + Send>) -> JoinError {
 /// The end of a green thread (see the module docs), once its closure has
 /// returned or unwound.
 #[inline(never)]
-fn finish<T>(packet: &Packet<T>, result: Result<T, JoinError>) {
+fn finish<T: 'static>(header: &Header, result: Result<T, JoinError>) {
+    // SAFETY: the body runs on its hub's thread.
+    let packet = unsafe { header.packet.get() };
     // The unwind, if any, was caught: later parks (in links, in destructors
     // of green-local values) may deliver a kill again.
     hub::clear_unwinding();
     packet.done.set(true);
-    run_links(packet, &result);
-    crate::local::finish(packet.id);
+    run_links(header, packet, &result);
+    crate::local::finish(header.id);
     if packet.handle_alive.get() {
-        packet.result.set(Some(result));
+        // SAFETY: the JoinHandle of this spawn takes a Result<T, JoinError>
+        // (`spawn_on` made both with the same T).
+        unsafe { packet.put_result::<Result<T, JoinError>>(result) };
     } else {
         if let Err(err @ JoinError::Panicked(_)) = &result {
-            report_panic(packet.id, packet.name.as_deref(), err);
+            report_panic(header.id, header.name.as_deref(), err);
         }
         // Nobody will take the result: drop it now, on the green thread. Its
         // destructor (the value's, or a panic payload's) is user code: a
@@ -607,37 +565,56 @@ fn finish<T>(packet: &Packet<T>, result: Result<T, JoinError>) {
             hub::clear_unwinding();
             crate::hub::warn(format_args!(
                 "greenhub: dropping the unjoined result of {} panicked",
-                hub::describe(packet.id, packet.name.as_deref())
+                hub::describe(header.id, header.name.as_deref())
             ));
         }
     }
-    if let Some(extra) = packet.extra.take() {
+    if let Some(extra) = packet.take_extra() {
         for (_, waker) in extra.waiters {
             waker.wake();
         }
     }
 }
 
+/// Registers `waker` to be woken when the green thread finishes.
+fn add_waiter(packet: &Inner, waker: &Waker) -> u64 {
+    packet.with_extra(|extra| {
+        let key = extra.next_waiter;
+        extra.next_waiter += 1;
+        extra.waiters.push((key, waker.clone()));
+        key
+    })
+}
+
+fn remove_waiter(packet: &Inner, key: u64) {
+    if let Some(mut extra) = packet.take_extra() {
+        extra.waiters.retain(|(k, _)| *k != key);
+        packet.put_extra(extra);
+    }
+}
+
 /// Runs the links of a finishing green thread, in order, each shielded from
 /// the others' panics. Links added meanwhile (by a link) run too.
-fn run_links<T>(packet: &Packet<T>, result: &Result<T, JoinError>) {
+fn run_links<T: 'static>(header: &Header, packet: &Inner, result: &Result<T, JoinError>) {
     loop {
         // Out of the packet while they run: a link may add links or waiters.
-        let Some(mut extra) = packet.extra.take() else {
+        let Some(mut extra) = packet.take_extra() else {
             break; // most green threads: nobody waits or links
         };
         let links = std::mem::take(&mut extra.links);
-        packet.extra.set(Some(extra));
+        packet.put_extra(extra);
         if links.is_empty() {
             break;
         }
-        run_links_slow(packet, links, result);
+        run_links_slow(header, links, result);
     }
     packet.links_ran.set(true);
 }
 
 #[cold]
-fn run_links_slow<T>(packet: &Packet<T>, links: Vec<Link<T>>, result: &Result<T, JoinError>) {
+fn run_links_slow<T: 'static>(header: &Header, links: Vec<Link>, result: &Result<T, JoinError>) {
+    // A `Result<T, JoinError>`, which every link downcasts back.
+    let result: &dyn Any = result;
     for link in links {
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| link(result))) {
             hub::clear_unwinding();
@@ -648,7 +625,7 @@ fn run_links_slow<T>(packet: &Packet<T>, links: Vec<Link<T>>, result: &Result<T,
             };
             crate::hub::warn(format_args!(
                 "greenhub: a link of {} panicked: {why}",
-                hub::describe(packet.id, packet.name.as_deref())
+                hub::describe(header.id, header.name.as_deref())
             ));
         }
     }

@@ -434,13 +434,13 @@ impl Hub {
 
     /// Creates a green thread that will run `body`; it starts on a later turn
     /// of the hub. `body` must catch its own panics (task.rs does). Returns
-    /// its slab key and id.
+    /// its header.
     pub(crate) fn spawn_raw<B: FnOnce() + 'static>(
         &self,
         stack_size: Option<usize>,
         name: Option<Arc<str>>,
-        make_body: impl FnOnce(u32, u64) -> B,
-    ) -> io::Result<(u32, u64)> {
+        make_body: impl FnOnce(&Arc<Header>) -> B,
+    ) -> io::Result<Arc<Header>> {
         // Compact mode serves green threads of the default size; an explicit
         // size (the main green thread's too) gets a dedicated stack.
         let compact = self.compact.as_ref().filter(|_| stack_size.is_none());
@@ -464,7 +464,8 @@ impl Hub {
             }
             None => Arc::new(Header::new(key, id, name, self.shared.clone())),
         };
-        let body = make_body(key, id);
+        let body = make_body(&header);
+        let theirs = header.clone();
         let start = move |suspender| {
             enter(key, suspender);
             body();
@@ -497,13 +498,27 @@ impl Hub {
         }
         entry.insert(Task {
             co,
-            header,
+            header: theirs,
             suspender: None,
             wait: Wait::local("start"),
         });
         drop(tasks);
         self.run_queue.borrow_mut().push_back(key);
-        Ok((key, id))
+        Ok(header)
+    }
+
+    /// Keeps the header of a finished green thread for the next spawn, if
+    /// nothing else refers to it (its JoinHandle is going, or gone).
+    pub(crate) fn recycle(&self, header: &Arc<Header>) {
+        if Arc::strong_count(header) == 1
+            && header.state.load(Ordering::Relaxed) == DONE
+            && ptr::eq(Arc::as_ptr(&self.shared), Arc::as_ptr(&header.hub))
+        {
+            let mut spare = self.spare_headers.borrow_mut();
+            if spare.len() < MAX_SPARE_HEADERS {
+                spare.push(header.clone());
+            }
+        }
     }
 
     /// Compact mode: puts green thread `key`'s stack bytes on its execution
@@ -832,13 +847,9 @@ impl Hub {
                 }
                 _ => self.stacks.borrow_mut().put(co.into_stack()),
             }
-            // No waker holds the header: keep it for the next spawn.
-            if Arc::strong_count(&task.header) == 1 {
-                let mut spare = self.spare_headers.borrow_mut();
-                if spare.len() < MAX_SPARE_HEADERS {
-                    spare.push(task.header);
-                }
-            }
+            // No waker and no JoinHandle holds the header: keep it for the
+            // next spawn (else the JoinHandle does, when it goes).
+            self.recycle(&task.header);
         } else {
             if let Some(compact) = &self.compact {
                 let image = &mut compact.images.borrow_mut()[key as usize];

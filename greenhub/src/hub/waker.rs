@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::task::Wake;
 
 use super::Shared;
+use crate::packet::Packet;
 
 pub(crate) const QUEUED: u8 = 0;
 pub(crate) const RUNNING: u8 = 1;
@@ -53,6 +54,9 @@ pub(crate) struct Header {
     /// Set while this green thread unwinds (a panic, a kill, a timeout):
     /// no cancellation is delivered then. Hub thread only.
     pub(crate) unwinding: AtomicBool,
+    /// Where the green thread leaves its result for its `JoinHandle`: in the
+    /// header, so that a green thread costs one allocation for both.
+    pub(crate) packet: Packet,
 }
 
 impl Header {
@@ -66,6 +70,7 @@ impl Header {
             killed: AtomicBool::new(false),
             timeout: AtomicU64::new(0),
             unwinding: AtomicBool::new(false),
+            packet: Packet::new(),
         }
     }
 

@@ -157,7 +157,7 @@ impl Group {
     /// [`Builder`](crate::Builder)) a member until it finishes. Does nothing
     /// if it has finished or is a member already. In a pool, parks while the
     /// pool is full (the green thread may start meanwhile).
-    pub fn add<T>(&self, handle: &JoinHandle<T>) {
+    pub fn add<T: 'static>(&self, handle: &JoinHandle<T>) {
         if handle.is_finished() || self.contains(handle.id()) {
             return;
         }
@@ -415,7 +415,7 @@ impl Inner {
     }
 
     /// Records a member and links its leaving.
-    fn track<T>(self: &Rc<Self>, handle: &JoinHandle<T>, holds_slot: bool) {
+    fn track<T: 'static>(self: &Rc<Self>, handle: &JoinHandle<T>, holds_slot: bool) {
         let id = handle.id().as_u64();
         let (token, kill) = {
             let mut locked = self.members.lock();
@@ -644,7 +644,7 @@ pub struct ImapUnordered<'a, R> {
 
 const UNORDERED: Wait = Wait::local("Group::imap_unordered");
 
-impl<R> Iterator for ImapUnordered<'_, R> {
+impl<R: 'static> Iterator for ImapUnordered<'_, R> {
     type Item = R;
 
     /// Tops up the work in flight, then parks until any item is done.

@@ -1,0 +1,273 @@
+//! Where a green thread leaves its outcome for [`JoinHandle::join`]: the
+//! *packet*, part of the green thread's header (hub/waker.rs), so that a
+//! green thread costs one allocation for both (a million parked green
+//! threads have a million of them).
+//!
+//! The header is shared with wakers, which may live on any thread; the
+//! packet is not thread-safe (its result may be `!Send`, its links are
+//! `!Send` closures) and is touched only on the thread of the green
+//! thread's hub: by the green thread's body, which runs there, and by its
+//! `JoinHandle`, which is `!Send`. What a packet holds when its header is
+//! dropped, perhaps on another thread by the last waker, is always `Send`:
+//! the result is taken by `join` or dropped when the handle goes (both on
+//! the hub's thread), and the links are run and emptied when the green
+//! thread finishes (a green thread that never finishes is leaked, header
+//! and all).
+//!
+//! The result is typed only where it is made and taken (the body and the
+//! `JoinHandle<T>` of one spawn, which agree on `T`): here it is stored
+//! inline when it is small (16 bytes: `()` and most small results), boxed
+//! otherwise, with the function that drops it.
+//!
+//! [`JoinHandle::join`]: crate::JoinHandle::join
+
+use std::any::Any;
+use std::cell::{Cell, UnsafeCell};
+use std::mem::{self, MaybeUninit};
+use std::ptr;
+use std::task::Waker;
+
+/// A green thread's packet. All access goes through [`Packet::get`].
+pub(crate) struct Packet {
+    inner: Inner,
+}
+
+/// The packet's fields: cells, used from one thread.
+pub(crate) struct Inner {
+    /// Set once the body has finished (its result may have been taken).
+    pub(crate) done: Cell<bool>,
+    /// False once the JoinHandle is gone: a panic is then reported on stderr.
+    pub(crate) handle_alive: Cell<bool>,
+    /// Set once the links have run: a link added later runs at once.
+    pub(crate) links_ran: Cell<bool>,
+    result: Slot,
+    extra: Cell<Option<Box<Extra>>>,
+}
+
+/// A callback run when a green thread finishes, with a reference to its
+/// `Result<T, JoinError>` (typed by `JoinHandle::link`, which made it).
+pub(crate) type Link = Box<dyn FnOnce(&dyn Any)>;
+
+/// What a packet needs only if somebody waits or links.
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// Green threads waiting in `join` (or `kill_all`), and watchers
+    /// (`wait_any`), each under a key of `next_waiter` for its removal. All
+    /// woken when the green thread finishes.
+    pub(crate) waiters: Vec<(u64, Waker)>,
+    pub(crate) next_waiter: u64,
+    /// Links to run at the end, in order.
+    pub(crate) links: Vec<Link>,
+}
+
+// SAFETY: see the module docs: the packet is used only on its hub's thread,
+// and whatever it holds when the header is dropped elsewhere is `Send`
+// (wakers, empty vectors, an empty result slot).
+unsafe impl Send for Packet {}
+// SAFETY: as above: no two threads ever use a packet; the header around it
+// is shared only for its atomics.
+unsafe impl Sync for Packet {}
+
+impl Packet {
+    pub(crate) fn new() -> Packet {
+        Packet {
+            inner: Inner {
+                done: Cell::new(false),
+                handle_alive: Cell::new(true),
+                links_ran: Cell::new(false),
+                result: Slot::empty(),
+                extra: Cell::new(None),
+            },
+        }
+    }
+
+    /// The packet's fields.
+    ///
+    /// # Safety
+    /// Only on the thread of the hub that owns the green thread (the body
+    /// runs there; a `JoinHandle` is `!Send`).
+    #[inline]
+    pub(crate) unsafe fn get(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+impl Inner {
+    /// Runs `f` on the extra part, made if there is none yet.
+    pub(crate) fn with_extra<R>(&self, f: impl FnOnce(&mut Extra) -> R) -> R {
+        let mut extra = self.extra.take().unwrap_or_default();
+        let r = f(&mut extra);
+        self.extra.set(Some(extra));
+        r
+    }
+
+    /// The extra part, if somebody waited or linked; the packet has none
+    /// after this.
+    pub(crate) fn take_extra(&self) -> Option<Box<Extra>> {
+        self.extra.take()
+    }
+
+    /// Gives the extra part back (after `take_extra`).
+    pub(crate) fn put_extra(&self, extra: Box<Extra>) {
+        self.extra.set(Some(extra));
+    }
+
+    /// Leaves the green thread's result.
+    ///
+    /// # Safety
+    /// `V` is the type every `put_result`, `take_result` of this packet
+    /// uses (`Result<T, JoinError>` for the `T` of its spawn).
+    pub(crate) unsafe fn put_result<V>(&self, value: V) {
+        // SAFETY: by the caller.
+        unsafe { self.result.put(value) }
+    }
+
+    /// Takes the result, if there is one.
+    ///
+    /// # Safety
+    /// As for [`put_result`](Inner::put_result).
+    pub(crate) unsafe fn take_result<V>(&self) -> Option<V> {
+        // SAFETY: by the caller.
+        unsafe { self.result.take() }
+    }
+}
+
+/// A slot's bytes: room for a small value, or a pointer to a boxed one.
+type Bytes = MaybeUninit<[usize; 2]>;
+
+/// Drops the value in a slot's bytes (`drop_value::<V>`).
+type DropFn = unsafe fn(*mut Bytes);
+
+/// A value of a type known only to its users, inline if small.
+struct Slot {
+    data: UnsafeCell<Bytes>,
+    /// Drops the value in place; Some exactly while there is a value.
+    drop: Cell<Option<DropFn>>,
+}
+
+/// Whether a `V` is stored in the slot's bytes (else a box of it is).
+const fn inline<V>() -> bool {
+    mem::size_of::<V>() <= mem::size_of::<[usize; 2]>()
+        && mem::align_of::<V>() <= mem::align_of::<[usize; 2]>()
+}
+
+/// Drops the `V` stored at `data` (inline or boxed, see `inline`).
+///
+/// # Safety
+/// `data` holds a `V` put by `Slot::put::<V>`, not dropped or taken since.
+unsafe fn drop_value<V>(data: *mut Bytes) {
+    if inline::<V>() {
+        // SAFETY: by the caller, an inline V lives there.
+        unsafe { ptr::drop_in_place(data.cast::<V>()) }
+    } else {
+        // SAFETY: by the caller, a pointer from Box::into_raw lives there.
+        drop(unsafe { Box::from_raw(data.cast::<*mut V>().read()) })
+    }
+}
+
+impl Slot {
+    const fn empty() -> Slot {
+        Slot {
+            data: UnsafeCell::new(MaybeUninit::uninit()),
+            drop: Cell::new(None),
+        }
+    }
+
+    /// Stores `value`, dropping any value there.
+    ///
+    /// # Safety
+    /// Every `put` and `take` of this slot uses the same `V`.
+    unsafe fn put<V>(&self, value: V) {
+        drop(self.drop_old());
+        let data = self.data.get();
+        if inline::<V>() {
+            // SAFETY: the slot is empty (above) and has room and alignment
+            // for a V (`inline`); nobody else holds a reference into it
+            // (the slot is used from one thread, and never across a call
+            // into user code).
+            unsafe { data.cast::<V>().write(value) }
+        } else {
+            // SAFETY: as above, for a pointer.
+            unsafe { data.cast::<*mut V>().write(Box::into_raw(Box::new(value))) }
+        }
+        self.drop.set(Some(drop_value::<V>));
+    }
+
+    /// Takes the value out, if there is one.
+    ///
+    /// # Safety
+    /// As for [`put`](Slot::put).
+    unsafe fn take<V>(&self) -> Option<V> {
+        self.drop.take()?;
+        let data = self.data.get();
+        Some(if inline::<V>() {
+            // SAFETY: a V was put (same V, by the caller) and not taken:
+            // `drop` was Some; reading it out leaves the slot empty.
+            unsafe { data.cast::<V>().read() }
+        } else {
+            // SAFETY: as above, for the box put there.
+            *unsafe { Box::from_raw(data.cast::<*mut V>().read()) }
+        })
+    }
+
+    /// Drops the value there, if any (a guard, so that a panicking drop
+    /// still leaves the slot empty).
+    fn drop_old(&self) -> Option<impl Drop + '_> {
+        struct DropIn<'a>(&'a Slot, DropFn);
+        impl Drop for DropIn<'_> {
+            fn drop(&mut self) {
+                // SAFETY: `drop` was Some: the value it drops is there, and
+                // was marked gone (drop is None now) before this runs.
+                unsafe { (self.1)(self.0.data.get()) }
+            }
+        }
+        self.drop.take().map(|drop| DropIn(self, drop))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        drop(self.drop_old());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::rc::Rc;
+
+    fn put<V>(packet: &Packet, value: V) {
+        // SAFETY: tests use one thread, and one type per packet.
+        unsafe { packet.get().put_result(value) }
+    }
+
+    fn take<V>(packet: &Packet) -> Option<V> {
+        // SAFETY: as in `put`.
+        unsafe { packet.get().take_result() }
+    }
+
+    #[test]
+    fn small_and_big_values_come_back() {
+        let small = Packet::new();
+        put::<Result<u8, ()>>(&small, Ok(7));
+        assert_eq!(take::<Result<u8, ()>>(&small), Some(Ok(7)));
+        assert_eq!(take::<Result<u8, ()>>(&small), None);
+
+        let big = Packet::new();
+        put::<[u64; 8]>(&big, [9; 8]);
+        assert_eq!(take::<[u64; 8]>(&big), Some([9; 8]));
+    }
+
+    #[test]
+    fn a_value_left_in_the_slot_is_dropped_once() {
+        let counted = Rc::new(());
+        {
+            let small = Packet::new();
+            put::<Rc<()>>(&small, counted.clone());
+            let big = Packet::new();
+            put::<(Rc<()>, [u64; 4])>(&big, (counted.clone(), [0; 4]));
+            assert_eq!(Rc::strong_count(&counted), 3);
+        }
+        assert_eq!(Rc::strong_count(&counted), 1);
+    }
+}
