@@ -251,8 +251,9 @@ fn no_hub(what: &str) -> ! {
 /// The first thing a green thread does: tell its hub how to suspend it.
 /// Out of line: its frame is gone before the body runs.
 #[inline(never)]
-fn enter(key: u32, suspender: Suspender) {
+fn enter(suspender: Suspender) {
     with_hub(|hub| {
+        let key = hub.current.get().expect("a green thread runs");
         hub.tasks.borrow_mut()[key as usize].suspender = Some(suspender);
         hub.current_suspender.set(Some(suspender));
     });
@@ -467,7 +468,7 @@ impl Hub {
         let body = make_body(&header);
         let theirs = header.clone();
         let start = move |suspender| {
-            enter(key, suspender);
+            enter(suspender);
             body();
         };
         let mut image = Image::dedicated();
