@@ -161,11 +161,7 @@ impl<T> JoinHandle<T> {
         let waker = hub::current_waker().unwrap_or_else(|| {
             panic!("greenhub: JoinHandle::join called outside a green thread of its hub")
         });
-        let wait = Wait {
-            what: "JoinHandle::join",
-            target: self.header.id,
-            shared: false,
-        };
+        let wait = Wait::join(self.header.id);
         // Remove our waker however we leave (a kill unwinds out of park).
         struct Unregister<'a>(&'a crate::packet::Inner, u64);
         impl Drop for Unregister<'_> {

@@ -12,7 +12,7 @@ impl Hub {
     /// if nothing can ever wake them, None if another OS thread might.
     pub(super) fn deadlock_report(&self) -> Option<Vec<crate::ParkedThread>> {
         let tasks = self.tasks.borrow();
-        if tasks.iter().any(|(_, t)| t.wait.shared) && other_threads_exist() {
+        if tasks.iter().any(|(_, t)| t.wait.is_shared()) && other_threads_exist() {
             return None;
         }
         // A thread may have woken someone and exited since the inbox was
@@ -65,7 +65,7 @@ impl Hub {
                     Some(deadline) => self.poll(Some(deadline.saturating_duration_since(now))),
                     // Only another OS thread could still end a wait, and only
                     // a wait on something it can reach (as in deadlock_report).
-                    None if self.tasks.borrow().iter().any(|(_, t)| t.wait.shared)
+                    None if self.tasks.borrow().iter().any(|(_, t)| t.wait.is_shared())
                         && other_threads_exist() =>
                     {
                         self.poll(Some(REMOTE_RECHECK))

@@ -114,39 +114,53 @@ impl Shared {
     }
 }
 
-/// What a parked green thread waits on, for the deadlock report.
+/// What a parked green thread waits on, for the deadlock report. Two words
+/// (every green thread's slab entry has one).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Wait {
     pub(crate) what: &'static str,
-    /// The id of the green thread waited for, or 0 (ids start at 1).
-    pub(crate) target: u64,
-    /// Whether another OS thread could end the wait.
-    pub(crate) shared: bool,
+    /// The id of the green thread waited for, or 0 (ids start at 1); the
+    /// top bit (`SHARED`) says whether another OS thread could end the wait.
+    bits: u64,
 }
 
+/// `Wait::bits`: another OS thread could end the wait.
+const SHARED: u64 = 1 << 63;
+
 impl Wait {
+    /// A wait that only this hub's green threads can end.
     pub(crate) const fn local(what: &'static str) -> Wait {
+        Wait { what, bits: 0 }
+    }
+
+    /// A wait that another OS thread could end.
+    pub(crate) const fn shared(what: &'static str) -> Wait {
+        Wait { what, bits: SHARED }
+    }
+
+    /// Waiting for the green thread `id` to finish.
+    pub(crate) const fn join(id: u64) -> Wait {
         Wait {
-            what,
-            target: 0,
-            shared: false,
+            what: "JoinHandle::join",
+            bits: id & !SHARED,
         }
     }
 
-    pub(crate) const fn shared(what: &'static str) -> Wait {
-        Wait {
-            what,
-            target: 0,
-            shared: true,
-        }
+    /// Whether another OS thread could end the wait.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.bits & SHARED != 0
+    }
+
+    fn target(&self) -> u64 {
+        self.bits & !SHARED
     }
 }
 
 impl fmt::Display for Wait {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.what)?;
-        if self.target != 0 {
-            write!(f, " (green thread {})", self.target)?;
+        if self.target() != 0 {
+            write!(f, " (green thread {})", self.target())?;
         }
         Ok(())
     }
