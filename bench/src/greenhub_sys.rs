@@ -30,6 +30,8 @@
 //! [`switch`] measures the copying path of compact stacks on its own: two
 //! green threads on ONE execution stack, each with a live frame of a given
 //! size, switching back and forth; beside it, the same on dedicated stacks.
+//! [`switch_parked`] measures what a compact green thread keeps on the heap
+//! while parked in `sleep` or `Event::wait`.
 //!
 //! Tasks are spawned with `greenhub::Builder` so that running out of stacks is
 //! an error to report (a refusal), not a panic. Each function runs in a fresh
@@ -47,7 +49,7 @@ use greenhub::sync::Event;
 use greenhub::{Builder, HubBuilder, JoinHandle};
 
 use crate::proc;
-use crate::report::{self, emit_ok, emit_progress, emit_refused, System};
+use crate::report::{self, emit_ok, emit_progress, emit_refused, Parked, System};
 use crate::{BATCH, PARK, PHASES, SLEEP};
 
 /// Shared execution stacks of a `greenhub-compact` hub.
@@ -59,6 +61,10 @@ pub const COMPACT_STACK_SIZE: usize = 256 * 1024;
 pub const SWITCH_STACK_SIZE: usize = 64 * 1024;
 /// The `switch` benchmark's runs; the median is reported.
 pub const SWITCH_RUNS: usize = 5;
+/// How often [`switch_parked`]'s main green thread yields before it reads
+/// the evicted bytes: enough for the parked green thread to park and the
+/// second one to run and finish.
+const PARKED_YIELDS: usize = 4;
 
 /// How a hub's green threads get their stacks: the two greenhub systems.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -372,4 +378,65 @@ fn switch_run<const LIVE: usize>(round_trips: usize) -> Result<(Duration, usize)
         .map_err(|e| format!("a green thread failed: {e}"))?;
     black_box(other);
     Ok((elapsed, image))
+}
+
+/// Switch, parked image: the stack bytes a green thread keeps on the heap
+/// while parked in `parked` (compact stacks only). On a hub with ONE shared
+/// execution stack ([`SWITCH_STACK_SIZE`]), a green thread parks (doing
+/// nothing else), a second one yields once and returns, taking the execution
+/// stack so that the parked one is evicted; the main green thread yields a
+/// few times, then reads the evicted bytes per evicted green thread. The
+/// child process ends right after, the parked green thread still parked.
+pub fn switch_parked(stacks: Stacks, parked: Parked) {
+    if stacks != Stacks::Compact {
+        return emit_refused(
+            None,
+            "the parked image is measured with compact stacks only (greenhub-compact)",
+        );
+    }
+    let hub = compact_hub(1, SWITCH_STACK_SIZE);
+    let ran = hub.run(move || {
+        // Kept to the end: nobody sets it.
+        let event = Rc::new(Event::new());
+        let parker = match parked {
+            Parked::Sleep => spawn(move || greenhub::sleep(PARK)),
+            Parked::EventWait => {
+                let ev = event.clone();
+                spawn(move || ev.wait())
+            }
+        };
+        let runner = spawn(greenhub::yield_now);
+        // Kept to the end, like the event (the process ends first).
+        let _handles = match (parker, runner) {
+            (Ok(p), Ok(r)) => (p, r),
+            (Err(e), _) | (_, Err(e)) => {
+                emit_refused(None, &format!("spawn: {e}"));
+                crate::end_child()
+            }
+        };
+        for _ in 0..PARKED_YIELDS {
+            greenhub::yield_now();
+        }
+        let (evicted, bytes) = greenhub::testing::evicted_stack_bytes();
+        match bytes.checked_div(evicted) {
+            Some(image) => emit_ok(
+                None,
+                &vec![
+                    ("image_bytes", report::Value::Int(image as i64)),
+                    ("evicted", report::Value::Int(evicted as i64)),
+                ],
+            ),
+            None => emit_refused(
+                None,
+                &format!(
+                    "no green thread was evicted after {PARKED_YIELDS} yields: \
+                     no image to measure"
+                ),
+            ),
+        }
+        crate::end_child()
+    });
+    if let Err(e) = ran {
+        emit_refused(None, &format!("greenhub::run: {e}"));
+    }
 }

@@ -20,7 +20,9 @@
 //! - **switch**: the copying path of compact stacks: two green threads on ONE
 //!   shared execution stack, each holding a live frame of 64 B, 1 KiB or
 //!   4 KiB, switching with `yield_now`; time per round trip, beside the same
-//!   on dedicated stacks (no copying). greenhub's two systems only.
+//!   on dedicated stacks (no copying). greenhub's two systems only. With
+//!   greenhub-compact, also the stack bytes a green thread keeps while parked
+//!   in `sleep` or `Event::wait` (its image).
 //! - **queue** (not in `talk`): queues between tasks (see `queue_bench`).
 //! - **echo** (not in `talk`): TCP echo servers under load, and their memory
 //!   per idle connection (see `echo_bench`); the servers run in child
@@ -54,7 +56,7 @@ use std::time::{Duration, Instant};
 use std::{env, thread};
 
 use greenhub_sys::Stacks;
-use report::{Bench, Outcome, Record, System};
+use report::{Bench, Outcome, Parked, Record, System};
 
 /// How long each task of Prog 1 sleeps.
 pub const SLEEP: Duration = Duration::from_millis(200);
@@ -104,7 +106,9 @@ usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn|switch|queue|echo> [--jso
   switch     compact stacks' copying: two green threads on one shared
              execution stack, each with a live frame of 64 B / 1 KiB / 4 KiB,
              switching with yield_now; time per round trip, beside the same
-             on dedicated stacks (greenhub-compact and greenhub only)
+             on dedicated stacks (greenhub-compact and greenhub only); and
+             the stack bytes a compact green thread keeps while parked in
+             sleep / Event::wait
   queue      (not in talk) ping-pong through two queues, and 1 producer /
              4 consumers through a bounded queue: greenhub's Queue, tokio's
              mpsc, crossbeam-channel between OS threads (system `threads`);
@@ -244,7 +248,7 @@ fn main() -> ExitCode {
 
 fn child_main(args: &[String]) -> ExitCode {
     let parsed = match args {
-        [b, s, n] => Bench::parse(b)
+        [b, s, n] => Bench::parse_any(b)
             .zip(System::parse_any(s))
             .zip(n.parse::<usize>().ok()),
         _ => None,
@@ -275,6 +279,7 @@ fn child_main(args: &[String]) -> ExitCode {
                 Bench::PingPong => greenhub_sys::pingpong(stacks, n),
                 Bench::Spawn => greenhub_sys::spawn_bench(stacks, n),
                 Bench::Switch => greenhub_sys::switch(stacks, n, SWITCH_TRIPS),
+                Bench::SwitchParked(parked) => greenhub_sys::switch_parked(stacks, parked),
                 Bench::QueuePingPong => queue_bench::pingpong(system, n),
                 Bench::QueueThroughput => queue_bench::throughput(system, n),
                 Bench::Echo | Bench::EchoIdle => unreachable!("matched above"),
@@ -283,10 +288,12 @@ fn child_main(args: &[String]) -> ExitCode {
         (System::Floor, Bench::Prog1) => floor_sys::prog1(n),
         (system, Bench::QueuePingPong) => queue_bench::pingpong(system, n),
         (system, Bench::QueueThroughput) => queue_bench::throughput(system, n),
-        (System::Threads | System::Tokio, Bench::Switch) => report::emit_refused(
-            None,
-            "switch measures greenhub's stack modes only (greenhub, greenhub-compact)",
-        ),
+        (System::Threads | System::Tokio, Bench::Switch | Bench::SwitchParked(_)) => {
+            report::emit_refused(
+                None,
+                "switch measures greenhub's stack modes only (greenhub, greenhub-compact)",
+            )
+        }
         (System::Floor, _) => {
             report::emit_refused(None, "the page-fault floor is measured for prog1 only")
         }
@@ -511,6 +518,7 @@ fn run(args: &Args) {
                 _ => SPAWN_TASKS.min(args.max_n),
             }),
             Bench::Switch => run_switch(args, &switch_systems),
+            Bench::SwitchParked(_) => unreachable!("measured by the switch command"),
             Bench::QueuePingPong => run_once(bench, args, &queue_systems, |s| match s {
                 System::Threads => QUEUE_TRIPS_THREADS as u64,
                 _ => QUEUE_TRIPS as u64,
@@ -524,7 +532,9 @@ fn run(args: &Args) {
                 Bench::Prog2 => report::prog2_table(&records, &args.systems, &sizes),
                 Bench::PingPong => report::pingpong_table(&records, &args.systems),
                 Bench::Spawn => report::spawn_table(&records, &args.systems),
-                Bench::Switch => report::switch_table(&records, &switch_systems, &SWITCH_LIVE),
+                Bench::Switch | Bench::SwitchParked(_) => {
+                    report::switch_table(&records, &switch_systems, &SWITCH_LIVE)
+                }
                 // One table for both, once both are measured.
                 Bench::QueuePingPong => {
                     queue_records.extend(records);
@@ -568,13 +578,14 @@ fn progress(bench: Bench, system: System, n: u64, started: Instant, records: &[R
     let refused = records
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Refused(_)));
-    let size = match bench {
-        Bench::Switch => format!("live={n} B"),
-        _ => format!("n={n}"),
+    let (name, size) = match bench {
+        Bench::Switch => ("switch", format!("live={n} B")),
+        Bench::SwitchParked(p) => ("switch", format!("in {}", p.label())),
+        _ => (bench.name(), format!("n={n}")),
     };
     eprintln!(
-        "  {} {:<16} {:<11} {:>6.1} s{}",
-        bench.name(),
+        "  {} {:<16} {:<14} {:>6.1} s{}",
+        name,
         system.name(),
         size,
         started.elapsed().as_secs_f64(),
@@ -648,7 +659,9 @@ fn switch_systems(chosen: &[System]) -> Vec<System> {
         .collect()
 }
 
-/// Switch: each live frame size on each system, in a child process each.
+/// Switch: each live frame size on each system, in a child process each;
+/// then, with greenhub-compact, the image of a green thread parked in each
+/// blocking point, in a child process each.
 fn run_switch(args: &Args, systems: &[System]) -> Vec<Record> {
     let mut all = Vec::new();
     for live in SWITCH_LIVE {
@@ -656,6 +669,16 @@ fn run_switch(args: &Args, systems: &[System]) -> Vec<Record> {
             let started = Instant::now();
             let records = run_child(Bench::Switch, system, live, args.timeout);
             progress(Bench::Switch, system, live, started, &records);
+            keep(args, &mut all, records);
+        }
+    }
+    if systems.contains(&System::GreenhubCompact) {
+        for parked in Parked::ALL {
+            let bench = Bench::SwitchParked(parked);
+            let system = System::GreenhubCompact;
+            let started = Instant::now();
+            let records = run_child(bench, system, 0, args.timeout);
+            progress(bench, system, 0, started, &records);
             keep(args, &mut all, records);
         }
     }

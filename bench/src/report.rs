@@ -19,6 +19,9 @@ pub enum Bench {
     PingPong,
     Spawn,
     Switch,
+    /// Part of the `switch` command: the stack bytes a compact green thread
+    /// keeps while parked in the given blocking point.
+    SwitchParked(Parked),
     QueuePingPong,
     QueueThroughput,
     Echo,
@@ -38,7 +41,15 @@ impl Bench {
     pub const QUEUE: [Bench; 2] = [Bench::QueuePingPong, Bench::QueueThroughput];
     /// The `echo` command (not part of `talk`).
     pub const ECHO: [Bench; 2] = [Bench::Echo, Bench::EchoIdle];
+    /// The parked images the `switch` command measures besides its round
+    /// trips (not commands of their own).
+    pub const PARKED: [Bench; 2] = [
+        Bench::SwitchParked(Parked::Sleep),
+        Bench::SwitchParked(Parked::EventWait),
+    ];
 
+    /// The name a child process is given, and (but for the parked images,
+    /// which are `switch` records with a `parked_in`) the JSON `bench`.
     pub fn name(self) -> &'static str {
         match self {
             Bench::Prog1 => "prog1",
@@ -46,6 +57,8 @@ impl Bench {
             Bench::PingPong => "pingpong",
             Bench::Spawn => "spawn",
             Bench::Switch => "switch",
+            Bench::SwitchParked(Parked::Sleep) => "switch_parked_sleep",
+            Bench::SwitchParked(Parked::EventWait) => "switch_parked_event_wait",
             Bench::QueuePingPong => "queue_pingpong",
             Bench::QueueThroughput => "queue_throughput",
             Bench::Echo => "echo",
@@ -53,12 +66,19 @@ impl Bench {
         }
     }
 
+    /// A benchmark a command may name, by name.
     pub fn parse(s: &str) -> Option<Bench> {
         Bench::ALL
             .into_iter()
             .chain(Bench::QUEUE)
             .chain(Bench::ECHO)
             .find(|b| b.name() == s)
+    }
+
+    /// Any benchmark, the parked images too, by name (for a child process's
+    /// arguments).
+    pub fn parse_any(s: &str) -> Option<Bench> {
+        Bench::parse(s).or_else(|| Bench::PARKED.into_iter().find(|b| b.name() == s))
     }
 
     /// Whether a record of this benchmark has a size ([`Record::n`]).
@@ -77,6 +97,35 @@ impl Bench {
             Bench::Switch => "live_bytes",
             Bench::Echo | Bench::EchoIdle => "connections",
             _ => "n",
+        }
+    }
+}
+
+/// Where the `switch` command's parked green thread blocks.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub enum Parked {
+    /// `greenhub::sleep` (for an hour).
+    Sleep,
+    /// `greenhub::sync::Event::wait` (on an Event nobody sets).
+    EventWait,
+}
+
+impl Parked {
+    pub const ALL: [Parked; 2] = [Parked::Sleep, Parked::EventWait];
+
+    /// The JSON `parked_in`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Parked::Sleep => "sleep",
+            Parked::EventWait => "event_wait",
+        }
+    }
+
+    /// As the table shows it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Parked::Sleep => "sleep",
+            Parked::EventWait => "Event::wait",
         }
     }
 }
@@ -346,11 +395,19 @@ impl Record {
 
     /// One JSON object, on one line.
     pub fn json(&self) -> String {
+        // A parked image is a `switch` record that says where it parked.
+        let (bench, parked) = match self.bench {
+            Bench::SwitchParked(p) => (Bench::Switch, Some(p)),
+            b => (b, None),
+        };
         let mut s = format!(
             "{{\"bench\":{},\"system\":{}",
-            json_str(self.bench.name()),
+            json_str(bench.name()),
             json_str(self.system.name())
         );
+        if let Some(p) = parked {
+            let _ = write!(s, ",\"parked_in\":{}", json_str(p.name()));
+        }
         if let Some(n) = self.n {
             let _ = write!(s, ",{}:{n}", json_str(self.bench.size_key()));
         }
@@ -559,6 +616,7 @@ fn cell(
         Outcome::Refused(why) => {
             let at = match (rec.bench, rec.n) {
                 (Bench::Switch, Some(n)) => format!(" with {} B live", group(n)),
+                (Bench::SwitchParked(p), _) => format!(" parked in {}", p.label()),
                 (_, Some(n)) => format!(" at N={}", group(n)),
                 (_, None) => String::new(),
             };
@@ -1027,7 +1085,31 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
         }
         rows.push(row);
     }
-    finish(title, table(&header, &rows), notes, &[])
+    let mut body = table(&header, &rows);
+    if compact {
+        let header: Vec<String> = ["parked in", "image"].map(String::from).to_vec();
+        let rows: Vec<Vec<String>> = Parked::ALL
+            .into_iter()
+            .map(|p| {
+                let rec = idx.get(Bench::SwitchParked(p), System::GreenhubCompact, None, None);
+                vec![
+                    p.label().to_string(),
+                    cell(rec, &mut notes, |r| {
+                        r.metric("image_bytes")
+                            .map(|v| format!("{} B", group(v.as_f64() as u64)))
+                    }),
+                ]
+            })
+            .collect();
+        let _ = write!(
+            body,
+            "\nParked image (compact): the stack bytes a green thread keeps while parked; it\n\
+             parks (doing nothing else) on compact_stacks(1, 64 KiB), and is evicted when a\n\
+             second green thread takes the execution stack.\n\n{}",
+            table(&header, &rows)
+        );
+    }
+    finish(title, body, notes, &[])
 }
 
 /// The `echo` command: round trips per second and p99 latency, a row per
@@ -1281,6 +1363,61 @@ mod tests {
         let row = text.lines().find(|l| l.starts_with("1,024 B")).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(cells, ["1,024 B", "180.5 ns", "—", "70.0 ns", "110.5 ns"]);
+    }
+
+    #[test]
+    fn switch_parked_records() {
+        let parked = |p, outcome| Record {
+            bench: Bench::SwitchParked(p),
+            system: System::GreenhubCompact,
+            n: None,
+            phase: None,
+            outcome,
+        };
+        let sleep = parked(
+            Parked::Sleep,
+            Outcome::Measured(vec![
+                ("image_bytes".into(), Value::Int(290)),
+                ("evicted".into(), Value::Int(1)),
+            ]),
+        );
+        assert_eq!(
+            sleep.json(),
+            r#"{"bench":"switch","system":"greenhub-compact","parked_in":"sleep","image_bytes":290,"evicted":1}"#
+        );
+        let wait = parked(
+            Parked::EventWait,
+            Outcome::Measured(vec![("image_bytes".into(), Value::Int(1530))]),
+        );
+        assert_eq!(
+            wait.json(),
+            r#"{"bench":"switch","system":"greenhub-compact","parked_in":"event_wait","image_bytes":1530}"#
+        );
+        let cells = |text: &str, first: &str| -> Vec<String> {
+            let row = text.lines().find(|l| l.starts_with(first)).unwrap();
+            row.split('|').map(|c| c.trim().to_string()).collect()
+        };
+        let text = switch_table(&[sleep.clone(), wait], &System::GREENHUB, &[64]);
+        assert!(text.contains("Parked image (compact)"), "{text}");
+        assert_eq!(cells(&text, "sleep"), ["sleep", "290 B"]);
+        assert_eq!(cells(&text, "Event::wait"), ["Event::wait", "1,530 B"]);
+        // A refusal is a note, under both tables.
+        let refused = parked(Parked::EventWait, Outcome::Refused("no image".into()));
+        let text = switch_table(&[sleep, refused], &[System::GreenhubCompact], &[64]);
+        assert_eq!(cells(&text, "Event::wait"), ["Event::wait", "refused [1]"]);
+        assert!(
+            text.ends_with("[1] greenhub-compact refused parked in Event::wait: no image\n"),
+            "{text}"
+        );
+        // Without greenhub-compact, no parked image.
+        let text = switch_table(&[], &[System::Greenhub], &[64]);
+        assert!(!text.contains("Parked image"), "{text}");
+        // The child's names, which are not commands.
+        for b in Bench::PARKED {
+            assert_eq!(Bench::parse_any(b.name()), Some(b));
+            assert_eq!(Bench::parse(b.name()), None);
+        }
+        assert_eq!(Bench::parse_any("switch"), Some(Bench::Switch));
     }
 
     #[test]
