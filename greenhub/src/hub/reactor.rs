@@ -78,6 +78,32 @@ pub(crate) struct Reactor {
 }
 
 impl Reactor {
+    /// A waiter just saw WouldBlock: whatever readiness `token` had recorded
+    /// in `dir` is used up.
+    #[inline(never)]
+    fn used_up(&self, token: usize, dir: Direction) {
+        self.ios.borrow_mut()[token].ready &= !dir.bit();
+    }
+
+    /// True if `token` is ready in `dir`; else makes sure `waker` is among
+    /// its waiters, to be woken when it is.
+    #[inline(never)]
+    fn arm(&self, token: usize, dir: Direction, waker: &Waker) -> bool {
+        let mut ios = self.ios.borrow_mut();
+        let io = &mut ios[token];
+        if io.ready & dir.bit() != 0 {
+            return true;
+        }
+        let list = match dir {
+            Direction::Read => &mut io.readers,
+            Direction::Write => &mut io.writers,
+        };
+        if !list.iter().any(|w| w.will_wake(waker)) {
+            list.push(waker.clone());
+        }
+        false
+    }
+
     /// How many sources are registered (while any is, waiting is no deadlock).
     pub(crate) fn len(&self) -> usize {
         self.ios.borrow().len()
@@ -227,6 +253,10 @@ impl<S: AsRawFd> IoSource<S> {
     }
 
     /// Parks the current green thread until `dir` is ready (or the deadline).
+    ///
+    /// Its frame stays on the green thread's stack while it waits (a compact
+    /// stack saves it with every idle connection): the bookkeeping is done
+    /// out of line, in `register`, `used_up` and `arm`.
     fn wait_green(
         &self,
         hub: &Hub,
@@ -237,12 +267,7 @@ impl<S: AsRawFd> IoSource<S> {
         let token = self.register(hub)?;
         let reactor = &hub.reactor;
         let waker = super::current_waker().expect("a green thread has a waker");
-        {
-            let mut ios = reactor.ios.borrow_mut();
-            let io = &mut ios[token];
-            // We just saw WouldBlock: whatever readiness was recorded is used up.
-            io.ready &= !dir.bit();
-        }
+        reactor.used_up(token, dir);
         struct Leave<'a>(&'a Reactor, usize, Direction, &'a Waker);
         impl Drop for Leave<'_> {
             fn drop(&mut self) {
@@ -258,19 +283,8 @@ impl<S: AsRawFd> IoSource<S> {
         let _leave = Leave(reactor, token, dir, &waker);
         let wait = Wait::shared(what);
         loop {
-            {
-                let mut ios = reactor.ios.borrow_mut();
-                let io = &mut ios[token];
-                if io.ready & dir.bit() != 0 {
-                    return Ok(());
-                }
-                let list = match dir {
-                    Direction::Read => &mut io.readers,
-                    Direction::Write => &mut io.writers,
-                };
-                if !list.iter().any(|w| w.will_wake(&waker)) {
-                    list.push(waker.clone());
-                }
+            if reactor.arm(token, dir, &waker) {
+                return Ok(());
             }
             match deadline {
                 Some(d) if Instant::now() >= d => return Err(timed_out()),
@@ -281,6 +295,7 @@ impl<S: AsRawFd> IoSource<S> {
     }
 
     /// The source's token in `hub`, registering it on first use.
+    #[inline(never)]
     fn register(&self, hub: &Hub) -> io::Result<usize> {
         let here = Arc::as_ptr(&hub.shared) as usize;
         if let Some((registration, _)) = self.registration.get() {
