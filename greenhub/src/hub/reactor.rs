@@ -204,15 +204,28 @@ impl<S: AsRawFd> IoSource<S> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(timed_out());
             }
-            let waited = with_hub(|hub| {
-                hub.current_key()
-                    .map(|_| self.wait_green(hub, dir, deadline, what))
-            })
-            .flatten();
-            match waited {
-                Some(result) => result?,
-                None => wait_thread(self.get_ref().as_raw_fd(), dir, deadline)?,
-            }
+            self.wait(dir, deadline, what)?;
+        }
+    }
+
+    /// Waits until `dir` may be ready: parks a green thread, blocks a plain
+    /// thread in poll(2). Out of line, so that what stays on a parked green
+    /// thread's stack is the caller's small loop, not this.
+    #[inline(never)]
+    fn wait(
+        &self,
+        dir: Direction,
+        deadline: Option<Instant>,
+        what: &'static str,
+    ) -> io::Result<()> {
+        let waited = with_hub(|hub| {
+            hub.current_key()
+                .map(|_| self.wait_green(hub, dir, deadline, what))
+        })
+        .flatten();
+        match waited {
+            Some(result) => result,
+            None => wait_thread(self.get_ref().as_raw_fd(), dir, deadline),
         }
     }
 
