@@ -87,12 +87,18 @@ fn set_then_clear_releases_the_waiters_already_waiting() {
 fn event_set_by_a_plain_os_thread_wakes_a_green_thread() {
     let ev = Arc::new(Event::new());
     let e = ev.clone();
+    // The setter starts its 20 ms once the green thread is about to wait
+    // (not when the test starts: the hub may take longer than that to start
+    // on a loaded machine).
+    let (ready, go) = mpsc::channel();
     let setter = std::thread::spawn(move || {
+        go.recv().unwrap();
         std::thread::sleep(ms(20));
         e.set();
     });
     let waited = run(move || {
         let start = Instant::now();
+        ready.send(()).unwrap();
         with_timeout(BOUND, || ev.wait()).expect("woken by the other OS thread");
         start.elapsed()
     })
@@ -105,12 +111,15 @@ fn event_set_by_a_plain_os_thread_wakes_a_green_thread() {
 fn async_result_set_by_a_plain_os_thread_wakes_a_green_thread() {
     let result = Arc::new(AsyncResult::new());
     let r = result.clone();
+    let (ready, go) = mpsc::channel();
     let setter = std::thread::spawn(move || {
+        go.recv().unwrap();
         std::thread::sleep(ms(20));
         r.set(String::from("from a plain thread"));
     });
     let value = run(move || {
         assert_eq!(result.try_get(), None);
+        ready.send(()).unwrap();
         with_timeout(BOUND, || result.get()).expect("woken by the other OS thread")
     })
     .unwrap();
