@@ -1,5 +1,5 @@
 //! A per-hub arena for compact stack images: the saved bytes of suspended
-//! green threads (typically 200 B – 2 KiB, a few up to 256 KiB), a million of
+//! green threads (typically 200 B – 4 KiB, a few up to 256 KiB), a million of
 //! them in a big hub. No header per block, size classes with intrusive free
 //! lists, blocks carved from big mappings.
 //!
@@ -15,15 +15,17 @@
 //!  | 656 | 48 |   2560   | 656 | 656 | 48 |  untouched ...                 |
 //!   ^ in use   ^ free                          ^ bump                      ^ end
 //!
-//!  free lists, one per class (16, 32, ..., 2048, 2560, 3072, ..., 65536):
-//!    free[2560 B] ──▶ [next|...] ──▶ null
+//!  free lists, one per class (16, 32, ..., 4096, 5120, 6144, ..., 65536):
+//!    free[5120 B] ──▶ [next|...] ──▶ null
 //!    free[  48 B] ──▶ [next|..] ──▶ [next|..] ──▶ null
 //!
 //!  larger than 64 KiB: std::alloc (16-byte aligned), straight back on free
 //! ```
 //!
-//! Size classes: 16-byte steps up to 2 KiB (a 656-byte image takes 656
-//! bytes), then 4 classes per power of two up to 64 KiB (at most 25% slack).
+//! Size classes: 16-byte steps up to 4 KiB (a 656-byte image takes 656
+//! bytes; a green thread with a 1 KiB buffer on its stack keeps 2 KiB and
+//! some, not 2.5), then 4 classes per power of two up to 64 KiB (at most 25%
+//! slack).
 //! `alloc` pops the class's free list, else bumps in the newest chunk. When a
 //! chunk's tail is too short for a request, the tail is cut into blocks of
 //! the largest classes that fit and pushed on their free lists, so nothing is
@@ -64,10 +66,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Alignment of every block, and the step of the fine classes.
 const ALIGN: usize = 16;
 /// The fine classes: 16, 32, ..., FINE_MAX bytes.
-const FINE_MAX: usize = 2048;
+const FINE_MAX: usize = 4096;
 const FINE_CLASSES: usize = FINE_MAX / ALIGN;
 /// log2(FINE_MAX): the coarse classes start above it.
-const FINE_SHIFT: u32 = 11;
+const FINE_SHIFT: u32 = 12;
 /// The coarse classes: 4 per power of two, up to MAX_SMALL bytes.
 const MAX_SMALL: usize = 64 * 1024;
 const COARSE_CLASSES: usize = 4 * (MAX_SMALL.trailing_zeros() - FINE_SHIFT) as usize;
@@ -370,7 +372,7 @@ mod tests {
 
     #[test]
     fn classes_cover_every_size_tightly() {
-        assert_eq!(CLASSES, 148);
+        assert_eq!(CLASSES, 272);
         assert_eq!(class_size(CLASSES - 1), MAX_SMALL);
         assert_eq!(class_of(0), 0);
         for len in 1..=MAX_SMALL {
@@ -390,7 +392,7 @@ mod tests {
             }
         }
         assert_eq!(class_size(class_of(656)), 656);
-        assert_eq!(class_size(class_of(2049)), 2560);
+        assert_eq!(class_size(class_of(2049)), 2064);
         assert_eq!(class_size(class_of(4097)), 5120);
     }
 
