@@ -40,18 +40,15 @@ impl Suspender {
     /// `[sp - depth, base)` of a suspended coroutine, where `depth`
     /// ([`suspend_depth`]) covers what the switch pushes below it.
     ///
-    /// Always inlined, into the caller's frame: a frame of its own would
-    /// save every callee-saved register a second time, bytes that a compact
-    /// stack keeps for every parked green thread. The depth is still the
-    /// same for every caller: the stack pointer of a frame does not move
-    /// between reading it here and the switch's own pushes (x86_64 and
-    /// aarch64 frames are fixed after the prologue, and the switch is inline
-    /// assembly right after the read), and `suspend_depth` measures the very
-    /// same sequence.
+    /// Never inlined: every compact park path and the depth probe run this
+    /// one compiled body, so what lies below the recorded pointer is the
+    /// same for all of them whatever the compiler inlines inside it (a copy
+    /// inlined per call site could differ from the probe's, and a depth too
+    /// small would lose live bytes).
     ///
     /// # Safety
     /// As for [`suspend`](Suspender::suspend).
-    #[inline(always)]
+    #[inline(never)]
     pub(crate) unsafe fn suspend_recording_sp(self) {
         LAST_SP.with(|sp| sp.set(stack_pointer()));
         // SAFETY: as for `suspend`, which the caller's contract covers.

@@ -687,18 +687,47 @@ impl Hub {
         }
     }
 
+    // The park paths below come in two instantiations, by stack mode
+    // (`COMPACT`): dedicated stacks switch with the switch inlined (the
+    // fastest path), compact stacks through the never-inlined
+    // `suspend_recording_sp` (see there why). Kept apart, a compact park
+    // path holds no inline switch, whose clobbers would make it save every
+    // callee-saved register: bytes a compact stack keeps for every parked
+    // green thread.
+
     /// Puts the running green thread at the back of the run queue and switches.
+    #[inline]
     pub(crate) fn yield_current(&self) {
+        if self.compact.is_some() {
+            self.yield_in::<true>()
+        } else {
+            self.yield_in::<false>()
+        }
+    }
+
+    #[inline(never)]
+    fn yield_in<const COMPACT: bool>(&self) {
         let (header, suspender) = self.running_parts("yield_now");
         Self::deliver_cancel(header);
         // RUNNING or NOTIFIED: either way it runs again after this turn.
         header.state.store(QUEUED, Ordering::Release);
         self.run_queue.borrow_mut().push_back(header.key);
-        self.switch_out(suspender);
+        Self::switch_out::<COMPACT>(suspender);
         Self::deliver_cancel(header);
     }
 
     /// Parks the running green thread until it is woken (or `deadline`).
+    #[track_caller]
+    #[inline]
+    fn park_current(&self, wait: &Wait, deadline: Option<Instant>) {
+        if self.compact.is_some() {
+            self.park_in::<true>(wait, deadline)
+        } else {
+            self.park_in::<false>(wait, deadline)
+        }
+    }
+
+    /// `park_current` in one stack mode.
     ///
     /// Its frame stays on the green thread's stack while it is parked, and
     /// a compact stack saves all of it: the bookkeeping is done in helpers
@@ -706,12 +735,12 @@ impl Hub {
     /// after the switch (the header and the timer key) lives here.
     #[track_caller]
     #[inline(never)]
-    fn park_current(&self, wait: &Wait, deadline: Option<Instant>) {
+    fn park_in<const COMPACT: bool>(&self, wait: &Wait, deadline: Option<Instant>) {
         let (header, suspender) = self.running_parts(wait.what);
         Self::deliver_cancel(header);
         let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
         self.set_wait(header.key, wait);
-        self.park_switch(header, suspender);
+        Self::park_switch::<COMPACT>(header, suspender);
         if let Some(timer) = timer {
             self.cancel_timer(timer);
         }
@@ -723,15 +752,25 @@ impl Hub {
     /// timeout. Its own loop, so that `sleep` hands over with a tail call and
     /// a sleeping green thread keeps one frame of greenhub's, not two.
     #[track_caller]
-    #[inline(never)]
+    #[inline]
     pub(crate) fn sleep_current(&self, deadline: Option<Instant>) {
+        if self.compact.is_some() {
+            self.sleep_in::<true>(deadline)
+        } else {
+            self.sleep_in::<false>(deadline)
+        }
+    }
+
+    #[track_caller]
+    #[inline(never)]
+    fn sleep_in<const COMPACT: bool>(&self, deadline: Option<Instant>) {
         const SLEEP: Wait = Wait::local("sleep");
         let (header, suspender) = self.running_parts(SLEEP.what);
         Self::deliver_cancel(header);
         let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
         self.set_wait(header.key, &SLEEP);
         loop {
-            self.park_switch(header, suspender);
+            Self::park_switch::<COMPACT>(header, suspender);
             if header.cancel_pending() || deadline.is_some_and(|d| Instant::now() >= d) {
                 break;
             }
@@ -745,13 +784,13 @@ impl Hub {
     /// Moves the running green thread from RUNNING to PARKED and switches
     /// out, unless a wake came in while it ran.
     #[inline(always)]
-    fn park_switch(&self, header: &Header, suspender: Suspender) {
+    fn park_switch<const COMPACT: bool>(header: &Header, suspender: Suspender) {
         if header
             .state
             .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            self.switch_out(suspender);
+            Self::switch_out::<COMPACT>(suspender);
         } else {
             // NOTIFIED: a wake came in while we ran; consume it. A swap, not a
             // store: it reads the waker's write, so what the waker published
@@ -780,10 +819,10 @@ impl Hub {
     /// Suspends the running green thread back to the hub loop. In compact
     /// mode the stack pointer is recorded for a later eviction.
     #[inline(always)]
-    fn switch_out(&self, suspender: Suspender) {
-        if self.compact.is_some() {
-            // SAFETY: called only from the park and yield paths, which run on
-            // the current green thread, whose suspender this is.
+    fn switch_out<const COMPACT: bool>(suspender: Suspender) {
+        if COMPACT {
+            // SAFETY: called only from the park and yield paths, which run
+            // on the current green thread, whose suspender this is.
             unsafe { suspender.suspend_recording_sp() }
         } else {
             // SAFETY: as above.

@@ -210,6 +210,18 @@ impl Image {
             .ok()
             .filter(|&live| live != UNSTARTED)
             .expect("an execution stack under 4 GiB");
+        // Debug builds poison what lies below the saved range: were the
+        // measured depth ever too small, the green thread would resume on
+        // garbage and crash in the tests, rather than run on with bytes that
+        // another green thread happened to leave there.
+        #[cfg(debug_assertions)]
+        {
+            let low = from.saturating_sub(1024).max(stack.lowest_usable());
+            // SAFETY: [low, from) is usable memory of the execution stack
+            // below the suspended occupant's live bytes: nothing uses it
+            // until a green thread runs on this stack again.
+            unsafe { std::ptr::write_bytes(low as *mut u8, 0xCC, from - low) };
+        }
     }
 
     /// Copies the suspended green thread's live bytes off `stack` into a
