@@ -40,6 +40,9 @@ pub(crate) struct Inner {
     pub(crate) handle_alive: Cell<bool>,
     /// Set once the links have run: a link added later runs at once.
     pub(crate) links_ran: Cell<bool>,
+    /// Set once the result is there for `join` (after the links, and after
+    /// the green-thread-local values are dropped, which may park).
+    pub(crate) ready: Cell<bool>,
     result: Slot,
     extra: Cell<Option<Box<Extra>>>,
 }
@@ -75,6 +78,7 @@ impl Packet {
                 done: Cell::new(false),
                 handle_alive: Cell::new(true),
                 links_ran: Cell::new(false),
+                ready: Cell::new(false),
                 result: Slot::empty(),
                 extra: Cell::new(None),
             },

@@ -155,7 +155,10 @@ impl<T> JoinHandle<T> {
     /// If called outside a green thread of the same hub.
     #[track_caller]
     pub fn wait(&self) {
-        if self.is_finished() {
+        // Not `is_finished`: that is true from the start of the green
+        // thread's end, which may park (in a link, or a green-local value's
+        // destructor) before the result is there.
+        if self.packet().ready.get() {
             return;
         }
         let waker = hub::current_waker().unwrap_or_else(|| {
@@ -170,7 +173,7 @@ impl<T> JoinHandle<T> {
             }
         }
         let _unregister = Unregister(self.packet(), add_waiter(self.packet(), &waker));
-        while !self.is_finished() {
+        while !self.packet().ready.get() {
             hub::park(wait);
         }
     }
@@ -229,12 +232,22 @@ impl<T> JoinHandle<T> {
         }
         // Finished and the links have run: the result is in the packet
         // (only `join`, which consumes the handle, takes it). Out while `f`
-        // runs; nothing else takes or sets it meanwhile (the green thread has
-        // finished, and `f` cannot reach this handle's `join`).
-        if let Some(result) = self.take_result() {
-            f(&result);
-            // SAFETY: the type the body of this spawn put (see take_result).
-            unsafe { packet.put_result::<Result<T, JoinError>>(result) };
+        // runs, and put back however `f` ends (a panic included): nothing
+        // else takes or sets it meanwhile (the green thread has finished,
+        // and `f` cannot reach this handle's `join`).
+        struct PutBack<'a, T>(&'a Inner, Option<Result<T, JoinError>>);
+        impl<T> Drop for PutBack<'_, T> {
+            fn drop(&mut self) {
+                if let Some(result) = self.1.take() {
+                    // SAFETY: the type the body of this spawn put (see
+                    // `take_result`).
+                    unsafe { self.0.put_result::<Result<T, JoinError>>(result) };
+                }
+            }
+        }
+        let result = PutBack(packet, self.take_result());
+        if let Some(result) = &result.1 {
+            f(result);
         }
     }
 
@@ -546,10 +559,13 @@ fn finish<T: 'static>(header: &Header, result: Result<T, JoinError>) {
     packet.done.set(true);
     run_links(header, packet, &result);
     crate::local::finish(header.id);
+    // Links added while a green-local value's destructor parked.
+    run_links(header, packet, &result);
     if packet.handle_alive.get() {
         // SAFETY: the JoinHandle of this spawn takes a Result<T, JoinError>
         // (`spawn_on` made both with the same T).
         unsafe { packet.put_result::<Result<T, JoinError>>(result) };
+        packet.ready.set(true);
     } else {
         if let Err(err @ JoinError::Panicked(_)) = &result {
             report_panic(header.id, header.name.as_deref(), err);
@@ -565,6 +581,8 @@ fn finish<T: 'static>(header: &Header, result: Result<T, JoinError>) {
             ));
         }
     }
+    // From here on a link runs at once, with the result in the packet.
+    packet.links_ran.set(true);
     if let Some(extra) = packet.take_extra() {
         for (_, waker) in extra.waiters {
             waker.wake();
@@ -604,7 +622,6 @@ fn run_links<T: 'static>(header: &Header, packet: &Inner, result: &Result<T, Joi
         }
         run_links_slow(header, links, result);
     }
-    packet.links_ran.set(true);
 }
 
 #[cold]

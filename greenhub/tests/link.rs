@@ -213,3 +213,51 @@ fn a_link_can_hand_blocking_work_to_a_new_green_thread() {
     })
     .unwrap();
 }
+
+/// A link added after the end runs at once in the caller, and its panic is
+/// the caller's; the result stays for `join` all the same (it is out of the
+/// packet while the link runs).
+#[test]
+fn a_panicking_late_link_leaves_the_result_for_join() {
+    plain_panic_hook();
+    run(|| {
+        let h = spawn(|| 42);
+        yield_now();
+        assert!(h.is_finished());
+        let linked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            h.link(|_| panic!("a late link panics (expected by the test)"))
+        }));
+        assert!(linked.is_err());
+        assert_eq!(join_bounded(h).unwrap(), 42);
+    })
+    .unwrap();
+}
+
+/// The end of a green thread may park (a green-local value's destructor
+/// sleeps): `join` meanwhile waits for the result instead of finding none,
+/// and a link added meanwhile still runs, with the result.
+#[test]
+fn join_and_link_while_the_end_parks() {
+    struct SlowDrop;
+    impl Drop for SlowDrop {
+        fn drop(&mut self) {
+            sleep(Duration::from_millis(20));
+        }
+    }
+    greenhub::green_local! {
+        static SLOW: SlowDrop = SlowDrop;
+    }
+    run(|| {
+        let h = spawn(|| SLOW.with(|_| 7));
+        while !h.is_finished() {
+            yield_now();
+        }
+        // Finished (its links ran), but the end is still dropping SLOW.
+        let seen = Rc::new(Cell::new(0));
+        let s = seen.clone();
+        h.link(move |result| s.set(*result.as_ref().unwrap()));
+        assert_eq!(join_bounded(h).unwrap(), 7);
+        assert_eq!(seen.get(), 7, "the link added while the end parked ran");
+    })
+    .unwrap();
+}
