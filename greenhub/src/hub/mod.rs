@@ -57,7 +57,7 @@ const EVENT_INTERVAL: u32 = 61;
 /// While only other OS threads could wake us, how often to recheck that they exist.
 const REMOTE_RECHECK: Duration = Duration::from_millis(250);
 const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
-/// Headers kept for reuse (64 bytes each).
+/// Headers kept for reuse (about 100 bytes each, with their packet).
 const MAX_SPARE_HEADERS: usize = 65_536;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -472,7 +472,7 @@ impl Hub {
         let key = entry.key() as u32;
         let header = match self.spare_headers.borrow_mut().pop() {
             Some(mut header) => {
-                // A spare has no other reference (see `resume`): reset it.
+                // A spare has no other reference (see `recycle`): reset it.
                 let fresh = Arc::get_mut(&mut header).expect("spare headers are unshared");
                 *fresh = Header::new(key, id, name, self.shared.clone());
                 header
