@@ -721,57 +721,53 @@ impl Hub {
     #[inline]
     fn park_current(&self, wait: &Wait, deadline: Option<Instant>) {
         if self.compact.is_some() {
-            self.park_in::<true>(wait, deadline)
+            self.park_in::<true, false>(wait, deadline)
         } else {
-            self.park_in::<false>(wait, deadline)
+            self.park_in::<false, false>(wait, deadline)
         }
-    }
-
-    /// `park_current` in one stack mode.
-    ///
-    /// Its frame stays on the green thread's stack while it is parked, and
-    /// a compact stack saves all of it: the bookkeeping is done in helpers
-    /// that have returned by the time it switches, so only what is needed
-    /// after the switch (the header and the timer key) lives here.
-    #[track_caller]
-    #[inline(never)]
-    fn park_in<const COMPACT: bool>(&self, wait: &Wait, deadline: Option<Instant>) {
-        let (header, suspender) = self.running_parts(wait.what);
-        Self::deliver_cancel(header);
-        let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
-        self.set_wait(header.key, wait);
-        Self::park_switch::<COMPACT>(header, suspender);
-        if let Some(timer) = timer {
-            self.cancel_timer(timer);
-        }
-        Self::deliver_cancel(header);
     }
 
     /// `park_current` for `sleep`: parks until `deadline` has passed (for
     /// ever if None), whatever wakes it before, or unwinds at a kill or a
-    /// timeout. Its own loop, so that `sleep` hands over with a tail call and
-    /// a sleeping green thread keeps one frame of greenhub's, not two.
+    /// timeout. The loop is in the parked frame, so that `sleep` hands over
+    /// with a tail call and a sleeping green thread keeps one frame of
+    /// greenhub's, not two.
     #[track_caller]
     #[inline]
     pub(crate) fn sleep_current(&self, deadline: Option<Instant>) {
+        const SLEEP: Wait = Wait::local("sleep");
         if self.compact.is_some() {
-            self.sleep_in::<true>(deadline)
+            self.park_in::<true, true>(&SLEEP, deadline)
         } else {
-            self.sleep_in::<false>(deadline)
+            self.park_in::<false, true>(&SLEEP, deadline)
         }
     }
 
+    /// `park_current` in one stack mode (`COMPACT`), and with `SLEEP` until
+    /// the deadline has passed.
+    ///
+    /// Its frame stays on the green thread's stack while it is parked, and
+    /// a compact stack saves all of it: the bookkeeping is done in helpers
+    /// that have returned by the time it switches, so only what is needed
+    /// after the switch (the header, the deadline and the timer key) lives
+    /// here. One instantiation per mode and kind: each keeps its own small
+    /// frame.
     #[track_caller]
     #[inline(never)]
-    fn sleep_in<const COMPACT: bool>(&self, deadline: Option<Instant>) {
-        const SLEEP: Wait = Wait::local("sleep");
-        let (header, suspender) = self.running_parts(SLEEP.what);
+    fn park_in<const COMPACT: bool, const SLEEP: bool>(
+        &self,
+        wait: &Wait,
+        deadline: Option<Instant>,
+    ) {
+        let (header, suspender) = self.running_parts(wait.what);
         Self::deliver_cancel(header);
         let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
-        self.set_wait(header.key, &SLEEP);
+        self.set_wait(header.key, wait);
         loop {
             Self::park_switch::<COMPACT>(header, suspender);
-            if header.cancel_pending() || deadline.is_some_and(|d| Instant::now() >= d) {
+            let asleep =
+                SLEEP && !header.cancel_pending() && deadline.is_none_or(|d| Instant::now() < d);
+            if !asleep {
                 break;
             }
         }
