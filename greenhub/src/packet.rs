@@ -17,14 +17,15 @@
 //! The result is typed only where it is made and taken (the body and the
 //! `JoinHandle<T>` of one spawn, which agree on `T`): here it is stored
 //! inline when it is small (16 bytes: `()` and most small results), boxed
-//! otherwise, with the function that drops it.
+//! otherwise. Only those two drop it, so the packet keeps no drop function:
+//! the body drops a result nobody can take, and the handle the one it did
+//! not take.
 //!
 //! [`JoinHandle::join`]: crate::JoinHandle::join
 
 use std::any::Any;
 use std::cell::{Cell, UnsafeCell};
 use std::mem::{self, MaybeUninit};
-use std::ptr;
 use std::task::Waker;
 
 /// A green thread's packet. All access goes through [`Packet::get`].
@@ -43,6 +44,9 @@ pub(crate) struct Inner {
     /// Set once the result is there for `join` (after the links, and after
     /// the green-thread-local values are dropped, which may park).
     pub(crate) ready: Cell<bool>,
+    /// Whether `result` holds a value (a separate field: in the slot it
+    /// would cost a word of padding).
+    full: Cell<bool>,
     result: Slot,
     extra: Cell<Option<Box<Extra>>>,
 }
@@ -79,6 +83,7 @@ impl Packet {
                 handle_alive: Cell::new(true),
                 links_ran: Cell::new(false),
                 ready: Cell::new(false),
+                full: Cell::new(false),
                 result: Slot::empty(),
                 extra: Cell::new(None),
             },
@@ -123,7 +128,7 @@ impl Inner {
     /// uses (`Result<T, JoinError>` for the `T` of its spawn).
     pub(crate) unsafe fn put_result<V>(&self, value: V) {
         // SAFETY: by the caller.
-        unsafe { self.result.put(value) }
+        unsafe { self.result.put(&self.full, value) }
     }
 
     /// Takes the result, if there is one.
@@ -132,21 +137,20 @@ impl Inner {
     /// As for [`put_result`](Inner::put_result).
     pub(crate) unsafe fn take_result<V>(&self) -> Option<V> {
         // SAFETY: by the caller.
-        unsafe { self.result.take() }
+        unsafe { self.result.take(&self.full) }
     }
 }
 
 /// A slot's bytes: room for a small value, or a pointer to a boxed one.
 type Bytes = MaybeUninit<[usize; 2]>;
 
-/// Drops the value in a slot's bytes (`drop_value::<V>`).
-type DropFn = unsafe fn(*mut Bytes);
-
-/// A value of a type known only to its users, inline if small.
+/// A value of a type known only to its users, inline if small. It has no
+/// drop of its own: the `JoinHandle` takes the value out (in `join`, or when
+/// it is dropped), and a value left when the packet goes (its handle was
+/// forgotten) is leaked with it.
+/// Whether it holds a value, its `full` flag says (kept by its owner).
 struct Slot {
     data: UnsafeCell<Bytes>,
-    /// Drops the value in place; Some exactly while there is a value.
-    drop: Cell<Option<DropFn>>,
 }
 
 /// Whether a `V` is stored in the slot's bytes (else a box of it is).
@@ -155,34 +159,20 @@ const fn inline<V>() -> bool {
         && mem::align_of::<V>() <= mem::align_of::<[usize; 2]>()
 }
 
-/// Drops the `V` stored at `data` (inline or boxed, see `inline`).
-///
-/// # Safety
-/// `data` holds a `V` put by `Slot::put::<V>`, not dropped or taken since.
-unsafe fn drop_value<V>(data: *mut Bytes) {
-    if inline::<V>() {
-        // SAFETY: by the caller, an inline V lives there.
-        unsafe { ptr::drop_in_place(data.cast::<V>()) }
-    } else {
-        // SAFETY: by the caller, a pointer from Box::into_raw lives there.
-        drop(unsafe { Box::from_raw(data.cast::<*mut V>().read()) })
-    }
-}
-
 impl Slot {
     const fn empty() -> Slot {
         Slot {
             data: UnsafeCell::new(MaybeUninit::uninit()),
-            drop: Cell::new(None),
         }
     }
 
     /// Stores `value`, dropping any value there.
     ///
     /// # Safety
-    /// Every `put` and `take` of this slot uses the same `V`.
-    unsafe fn put<V>(&self, value: V) {
-        drop(self.drop_old());
+    /// Every `put` and `take` of this slot uses the same `V` and `full`.
+    unsafe fn put<V>(&self, full: &Cell<bool>, value: V) {
+        // SAFETY: by the caller.
+        drop(unsafe { self.take::<V>(full) });
         let data = self.data.get();
         if inline::<V>() {
             // SAFETY: the slot is empty (above) and has room and alignment
@@ -194,44 +184,26 @@ impl Slot {
             // SAFETY: as above, for a pointer.
             unsafe { data.cast::<*mut V>().write(Box::into_raw(Box::new(value))) }
         }
-        self.drop.set(Some(drop_value::<V>));
+        full.set(true);
     }
 
     /// Takes the value out, if there is one.
     ///
     /// # Safety
     /// As for [`put`](Slot::put).
-    unsafe fn take<V>(&self) -> Option<V> {
-        self.drop.take()?;
+    unsafe fn take<V>(&self, full: &Cell<bool>) -> Option<V> {
+        if !full.replace(false) {
+            return None;
+        }
         let data = self.data.get();
         Some(if inline::<V>() {
             // SAFETY: a V was put (same V, by the caller) and not taken:
-            // `drop` was Some; reading it out leaves the slot empty.
+            // `full` was set; reading it out leaves the slot empty.
             unsafe { data.cast::<V>().read() }
         } else {
             // SAFETY: as above, for the box put there.
             *unsafe { Box::from_raw(data.cast::<*mut V>().read()) }
         })
-    }
-
-    /// Drops the value there, if any (a guard, so that a panicking drop
-    /// still leaves the slot empty).
-    fn drop_old(&self) -> Option<impl Drop + '_> {
-        struct DropIn<'a>(&'a Slot, DropFn);
-        impl Drop for DropIn<'_> {
-            fn drop(&mut self) {
-                // SAFETY: `drop` was Some: the value it drops is there, and
-                // was marked gone (drop is None now) before this runs.
-                unsafe { (self.1)(self.0.data.get()) }
-            }
-        }
-        self.drop.take().map(|drop| DropIn(self, drop))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        drop(self.drop_old());
     }
 }
 
@@ -263,15 +235,19 @@ mod tests {
     }
 
     #[test]
-    fn a_value_left_in_the_slot_is_dropped_once() {
+    fn a_value_put_over_another_drops_it_once() {
         let counted = Rc::new(());
-        {
-            let small = Packet::new();
-            put::<Rc<()>>(&small, counted.clone());
-            let big = Packet::new();
-            put::<(Rc<()>, [u64; 4])>(&big, (counted.clone(), [0; 4]));
-            assert_eq!(Rc::strong_count(&counted), 3);
-        }
+        let small = Packet::new();
+        put::<Rc<()>>(&small, counted.clone());
+        put::<Rc<()>>(&small, counted.clone());
+        assert_eq!(Rc::strong_count(&counted), 2);
+        drop(take::<Rc<()>>(&small));
+        let big = Packet::new();
+        put::<(Rc<()>, [u64; 4])>(&big, (counted.clone(), [0; 4]));
+        put::<(Rc<()>, [u64; 4])>(&big, (counted.clone(), [0; 4]));
+        assert_eq!(Rc::strong_count(&counted), 2);
+        drop(take::<(Rc<()>, [u64; 4])>(&big));
         assert_eq!(Rc::strong_count(&counted), 1);
+        assert!(take::<Rc<()>>(&small).is_none());
     }
 }

@@ -25,7 +25,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::task::Waker;
 
-use crate::hub::{self, Header, Hub, Killed, TimedOut, Wait};
+use crate::hub::{self, Header, Hub, Killed, Name, TimedOut, Wait};
 use crate::packet::{Inner, Link};
 
 /// A green thread's unique identifier (unique in the process, never reused).
@@ -370,7 +370,7 @@ fn report_panic(id: u64, name: Option<&str>, err: &JoinError) {
 pub struct GreenThread {
     key: u32,
     id: u64,
-    name: Option<Arc<str>>,
+    name: Option<Name>,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -475,7 +475,7 @@ impl Builder {
         F: FnOnce() -> T + 'static,
         T: 'static,
     {
-        let name = self.name.map(Arc::from);
+        let name = self.name.map(Name::from);
         hub::with_hub(|hub| spawn_on(hub, self.stack_size, name, f)).unwrap_or_else(|| {
             Err(io::Error::other(
                 "greenhub: Builder::spawn called outside greenhub::run (no hub on this OS thread)",
@@ -488,17 +488,14 @@ impl Builder {
 pub(crate) fn spawn_on<F, T>(
     hub: &Hub,
     stack_size: Option<usize>,
-    name: Option<Arc<str>>,
+    name: Option<Name>,
     f: F,
 ) -> io::Result<JoinHandle<T>>
 where
     F: FnOnce() -> T + 'static,
     T: 'static,
 {
-    let header = hub.spawn_raw(stack_size, name, |header| {
-        let theirs = header.clone();
-        move || body::<F, T>(f, &theirs)
-    })?;
+    let header = hub.spawn_raw(stack_size, name, move || body::<F, T>(f))?;
     Ok(JoinHandle {
         header,
         _result: PhantomData,
@@ -511,7 +508,7 @@ where
 /// so everything but the call of `f` is out of line: a compact stack saves
 /// this frame with every parked green thread.
 #[inline(always)]
-fn body<F, T>(f: F, header: &Header)
+fn body<F, T>(f: F)
 where
     F: FnOnce() -> T,
     T: 'static,
@@ -521,7 +518,7 @@ where
     } else {
         catch_unwind(AssertUnwindSafe(f)).map_err(join_error)
     };
-    finish(header, result);
+    finish(result);
 }
 
 /// Killed before it started: the body does not run, its captures are
@@ -550,7 +547,11 @@ fn join_error(payload: Box<dyn Any + Send>) -> JoinError {
 /// The end of a green thread (see the module docs), once its closure has
 /// returned or unwound.
 #[inline(never)]
-fn finish<T: 'static>(header: &Header, result: Result<T, JoinError>) {
+fn finish<T: 'static>(result: Result<T, JoinError>) {
+    // Its header is the task's (the closure does not carry one: a compact
+    // green thread's entry stays small).
+    let header = hub::current_header().expect("a green thread finishes on its hub");
+    let header = &*header;
     // SAFETY: the body runs on its hub's thread.
     let packet = unsafe { header.packet.get() };
     // The unwind, if any, was caught: later parks (in links, in destructors

@@ -48,8 +48,8 @@ use crate::coroutine::{Coroutine, Suspender};
 use crate::stack::{ExecStack, Image, ImageArena, StackPool};
 use crate::Error;
 use timer::{TimerKey, TimerWheel};
-pub(crate) use waker::Header;
 pub(crate) use waker::DONE;
+pub(crate) use waker::{Header, Name};
 use waker::{PARKED, QUEUED, RUNNING};
 
 /// How many green threads run between two looks at timers and the inbox.
@@ -334,6 +334,15 @@ pub(crate) fn current_header_ptr() -> Option<*const Header> {
     with_hub(|hub| hub.running().map(|h| h as *const Header)).flatten()
 }
 
+/// The header of the current green thread, if the caller is one.
+pub(crate) fn current_header() -> Option<Arc<Header>> {
+    with_hub(|hub| {
+        let key = hub.current.get()?;
+        Some(hub.tasks.borrow()[key as usize].header.clone())
+    })
+    .flatten()
+}
+
 /// Marks the current green thread as unwinding (from the panic hook).
 pub(crate) fn mark_unwinding() {
     with_hub(|hub| {
@@ -380,7 +389,7 @@ pub(crate) fn current_killed() -> bool {
 }
 
 /// Id, slab key and name of the current green thread, if the caller is one.
-pub(crate) fn current_identity() -> Option<(u32, u64, Option<Arc<str>>)> {
+pub(crate) fn current_identity() -> Option<(u32, u64, Option<Name>)> {
     with_hub(|hub| hub.running().map(|h| (h.key, h.id, h.name.clone()))).flatten()
 }
 
@@ -453,8 +462,8 @@ impl Hub {
     pub(crate) fn spawn_raw<B: FnOnce() + 'static>(
         &self,
         stack_size: Option<usize>,
-        name: Option<Arc<str>>,
-        make_body: impl FnOnce(&Arc<Header>) -> B,
+        name: Option<Name>,
+        body: B,
     ) -> io::Result<Arc<Header>> {
         // Compact mode serves green threads of the default size; an explicit
         // size (the main green thread's too) gets a dedicated stack.
@@ -479,7 +488,6 @@ impl Hub {
             }
             None => Arc::new(Header::new(key, id, name, self.shared.clone())),
         };
-        let body = make_body(&header);
         let theirs = header.clone();
         let start = move |suspender| {
             enter(suspender);
@@ -1072,8 +1080,13 @@ pub(crate) fn run<T: 'static>(
     HUB.with(|h| h.set(&*hub as *const Hub));
     let reset = Reset;
     let main_size = hub.config.main_stack_size;
-    let handle = crate::task::spawn_on(&hub, Some(main_size), Some("main".into()), main)
-        .map_err(Error::Io)?;
+    let handle = crate::task::spawn_on(
+        &hub,
+        Some(main_size),
+        Some(Name::from("main".to_string())),
+        main,
+    )
+    .map_err(Error::Io)?;
     let main_header = hub.tasks.borrow()[handle.key() as usize].header.clone();
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let outcome = hub.run_until(&main_header);

@@ -30,6 +30,31 @@ use std::task::Wake;
 use super::Shared;
 use crate::packet::Packet;
 
+/// A green thread's name, shared by its header and its handles: one word
+/// in the header, since most green threads have none.
+#[derive(Clone)]
+pub(crate) struct Name(Arc<String>);
+
+impl From<String> for Name {
+    fn from(name: String) -> Name {
+        Name(Arc::new(name))
+    }
+}
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 pub(crate) const QUEUED: u8 = 0;
 pub(crate) const RUNNING: u8 = 1;
 pub(crate) const NOTIFIED: u8 = 2;
@@ -42,7 +67,7 @@ pub(crate) struct Header {
     /// The slab key of the green thread in its hub (valid while not DONE).
     pub(crate) key: u32,
     pub(crate) id: u64,
-    pub(crate) name: Option<Arc<str>>,
+    pub(crate) name: Option<Name>,
     /// The hub that owns the green thread.
     pub(crate) hub: Arc<Shared>,
     /// Set by `kill`; never unset (a kill is sticky). Only the owning hub's
@@ -60,7 +85,7 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    pub(crate) fn new(key: u32, id: u64, name: Option<Arc<str>>, hub: Arc<Shared>) -> Header {
+    pub(crate) fn new(key: u32, id: u64, name: Option<Name>, hub: Arc<Shared>) -> Header {
         Header {
             state: AtomicU8::new(QUEUED),
             key,
