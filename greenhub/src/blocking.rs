@@ -64,7 +64,7 @@ const DEFAULT_MAX_THREADS: usize = 64;
 /// The default time an idle pool thread waits for work before it exits.
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-const UNBLOCK: Wait = Wait::shared("blocking::unblock");
+const UNBLOCK: Wait = Wait::shared(&"blocking::unblock");
 
 /// Runs `f` on the blocking pool and parks the calling green thread until it
 /// returns; returns its value. If `f` panics, the panic is resumed in the

@@ -118,7 +118,9 @@ impl Shared {
 /// (every green thread's slab entry has one).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Wait {
-    pub(crate) what: &'static str,
+    /// What it waits in ("TcpStream::read"); a thin pointer, so that a
+    /// parked green thread's record stays two words.
+    pub(crate) what: &'static &'static str,
     /// The id of the green thread waited for, or 0 (ids start at 1); the
     /// top bit (`SHARED`) says whether another OS thread could end the wait.
     bits: u64,
@@ -129,19 +131,19 @@ const SHARED: u64 = 1 << 63;
 
 impl Wait {
     /// A wait that only this hub's green threads can end.
-    pub(crate) const fn local(what: &'static str) -> Wait {
+    pub(crate) const fn local(what: &'static &'static str) -> Wait {
         Wait { what, bits: 0 }
     }
 
     /// A wait that another OS thread could end.
-    pub(crate) const fn shared(what: &'static str) -> Wait {
+    pub(crate) const fn shared(what: &'static &'static str) -> Wait {
         Wait { what, bits: SHARED }
     }
 
     /// Waiting for the green thread `id` to finish.
     pub(crate) const fn join(id: u64) -> Wait {
         Wait {
-            what: "JoinHandle::join",
+            what: &"JoinHandle::join",
             bits: id & !SHARED,
         }
     }
@@ -523,7 +525,7 @@ impl Hub {
             co,
             header: theirs,
             suspender: None,
-            wait: Wait::local("start"),
+            wait: Wait::local(&"start"),
         });
         drop(tasks);
         self.run_queue.borrow_mut().push_back(key);
@@ -743,7 +745,7 @@ impl Hub {
     #[track_caller]
     #[inline]
     pub(crate) fn sleep_current(&self, deadline: Option<Instant>) {
-        const SLEEP: Wait = Wait::local("sleep");
+        const SLEEP: Wait = Wait::local(&"sleep");
         if self.compact.is_some() {
             self.park_in::<true, true>(&SLEEP, deadline)
         } else {

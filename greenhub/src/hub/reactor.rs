@@ -187,7 +187,7 @@ impl<S: AsRawFd> IoSource<S> {
         &self,
         dir: Direction,
         deadline: Option<Instant>,
-        what: &'static str,
+        what: &'static &'static str,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         // After a short stream read the socket is known drained: park for
@@ -216,7 +216,7 @@ impl<S: AsRawFd> IoSource<S> {
         &self,
         dir: Direction,
         deadline: Option<Instant>,
-        what: &'static str,
+        what: &'static &'static str,
     ) -> io::Result<()> {
         let waited = with_hub(|hub| {
             hub.current_key()
@@ -275,7 +275,7 @@ impl<S: AsRawFd> IoSource<S> {
         hub: &Hub,
         dir: Direction,
         deadline: Option<Instant>,
-        what: &'static str,
+        what: &'static &'static str,
     ) -> io::Result<()> {
         let token = self.register(hub)?;
         let reactor = &hub.reactor;
@@ -444,7 +444,7 @@ mod tests {
                 crate::spawn(move || {
                     let mut buf = [0u8; 5];
                     let n = a
-                        .do_io(Direction::Read, None, "test::read", |s| {
+                        .do_io(Direction::Read, None, &"test::read", |s| {
                             (&*s).read(&mut buf)
                         })
                         .unwrap();
@@ -453,7 +453,7 @@ mod tests {
             };
             crate::sleep(Duration::from_millis(10));
             assert!(!reader.is_finished(), "the reader parked");
-            b.do_io(Direction::Write, None, "test::write", |s| {
+            b.do_io(Direction::Write, None, &"test::write", |s| {
                 (&*s).write(b"hello")
             })
             .unwrap();
@@ -469,7 +469,7 @@ mod tests {
             let start = Instant::now();
             let deadline = Some(start + Duration::from_millis(30));
             let err = a
-                .do_io(Direction::Read, deadline, "test::read", |s| {
+                .do_io(Direction::Read, deadline, &"test::read", |s| {
                     (&*s).read(&mut [0u8; 1])
                 })
                 .unwrap_err();
@@ -479,7 +479,7 @@ mod tests {
             let reader = {
                 let a = a.clone();
                 crate::spawn(move || {
-                    a.do_io(Direction::Read, None, "test::read", |s| {
+                    a.do_io(Direction::Read, None, &"test::read", |s| {
                         (&*s).read(&mut [0u8; 1])
                     })
                 })
@@ -497,7 +497,7 @@ mod tests {
         let t = std::thread::spawn(move || {
             let mut buf = [0u8; 3];
             let n = a
-                .do_io(Direction::Read, None, "test::read", |s| {
+                .do_io(Direction::Read, None, &"test::read", |s| {
                     (&*s).read(&mut buf)
                 })
                 .unwrap();

@@ -115,7 +115,7 @@ impl<S: AsRawFd> Cooperative<S> {
     /// block (up to the read timeout).
     pub(super) fn read<R>(
         &self,
-        what: &'static str,
+        what: &'static &'static str,
         op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         self.run(Direction::Read, what, op)
@@ -125,7 +125,7 @@ impl<S: AsRawFd> Cooperative<S> {
     /// block (up to the write timeout).
     pub(super) fn write<R>(
         &self,
-        what: &'static str,
+        what: &'static &'static str,
         op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         self.run(Direction::Write, what, op)
@@ -134,7 +134,7 @@ impl<S: AsRawFd> Cooperative<S> {
     fn run<R>(
         &self,
         dir: Direction,
-        what: &'static str,
+        what: &'static &'static str,
         mut op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         if self.settings.nonblocking() {
@@ -152,7 +152,7 @@ impl<S: AsRawFd> Cooperative<S> {
         &self,
         dir: Direction,
         deadline: Option<Instant>,
-        what: &'static str,
+        what: &'static &'static str,
         op: impl FnMut(&S) -> io::Result<R>,
     ) -> io::Result<R> {
         self.io.do_io(dir, deadline, what, op)
@@ -210,7 +210,9 @@ impl TcpListener {
     /// Accepts a connection, parking until one arrives. The new stream is
     /// cooperative (non-blocking underneath) like this listener.
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        let (stream, addr) = self.inner.read("TcpListener::accept", accept_nonblocking)?;
+        let (stream, addr) = self
+            .inner
+            .read(&"TcpListener::accept", accept_nonblocking)?;
         Ok((TcpStream::from_nonblocking(stream), addr))
     }
 
@@ -426,7 +428,7 @@ impl TcpStream {
         let stream = TcpStream::from_nonblocking(socket.into());
         stream
             .inner
-            .do_io(Direction::Write, deadline, "TcpStream::connect", |s| {
+            .do_io(Direction::Write, deadline, &"TcpStream::connect", |s| {
                 if let Some(e) = s.take_error()? {
                     return Err(e);
                 }
@@ -495,7 +497,7 @@ impl TcpStream {
     /// Reads without consuming: the next read returns the same bytes. Parks
     /// until data (or EOF) is there.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read("TcpStream::peek", |s| s.peek(buf))
+        self.inner.read(&"TcpStream::peek", |s| s.peek(buf))
     }
 
     /// Sets `TCP_NODELAY` (no Nagle delay for small writes).
@@ -549,7 +551,7 @@ impl TcpStream {
 impl Read for &TcpStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let len = buf.len();
-        let n = self.inner.read("TcpStream::read", |mut s| s.read(buf))?;
+        let n = self.inner.read(&"TcpStream::read", |mut s| s.read(buf))?;
         if n > 0 && n < len {
             self.inner.io.drained(Direction::Read);
         }
@@ -558,18 +560,18 @@ impl Read for &TcpStream {
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         self.inner
-            .read("TcpStream::read", |mut s| s.read_vectored(bufs))
+            .read(&"TcpStream::read", |mut s| s.read_vectored(bufs))
     }
 }
 
 impl Write for &TcpStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write("TcpStream::write", |mut s| s.write(buf))
+        self.inner.write(&"TcpStream::write", |mut s| s.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.inner
-            .write("TcpStream::write", |mut s| s.write_vectored(bufs))
+            .write(&"TcpStream::write", |mut s| s.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -66,13 +66,13 @@ impl UdpSocket {
     /// (truncated to `buf`) and sender.
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.inner
-            .read("UdpSocket::recv_from", |s| s.recv_from(buf))
+            .read(&"UdpSocket::recv_from", |s| s.recv_from(buf))
     }
 
     /// Like [`recv_from`](UdpSocket::recv_from), leaving the datagram queued.
     pub fn peek_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.inner
-            .read("UdpSocket::peek_from", |s| s.peek_from(buf))
+            .read(&"UdpSocket::peek_from", |s| s.peek_from(buf))
     }
 
     /// Sends a datagram to the first address `addr` resolves to (as std
@@ -82,7 +82,7 @@ impl UdpSocket {
             io::Error::new(io::ErrorKind::InvalidInput, "no addresses to send data to")
         })?;
         self.inner
-            .write("UdpSocket::send_to", |s| s.send_to(buf, addr))
+            .write(&"UdpSocket::send_to", |s| s.send_to(buf, addr))
     }
 
     /// Connects to the first of `addr`'s addresses that accepts, so that
@@ -94,17 +94,17 @@ impl UdpSocket {
 
     /// Sends a datagram to the connected peer.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write("UdpSocket::send", |s| s.send(buf))
+        self.inner.write(&"UdpSocket::send", |s| s.send(buf))
     }
 
     /// Receives a datagram from the connected peer, parking until one arrives.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read("UdpSocket::recv", |s| s.recv(buf))
+        self.inner.read(&"UdpSocket::recv", |s| s.recv(buf))
     }
 
     /// Like [`recv`](UdpSocket::recv), leaving the datagram queued.
     pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read("UdpSocket::peek", |s| s.peek(buf))
+        self.inner.read(&"UdpSocket::peek", |s| s.peek(buf))
     }
 
     /// The connected peer's address (`NotConnected` if none).

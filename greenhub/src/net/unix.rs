@@ -83,7 +83,7 @@ impl UnixListener {
 
     /// Accepts a connection, parking until one arrives.
     pub fn accept(&self) -> io::Result<(UnixStream, SocketAddr)> {
-        let (stream, addr) = self.inner.read("UnixListener::accept", |l| l.accept())?;
+        let (stream, addr) = self.inner.read(&"UnixListener::accept", |l| l.accept())?;
         stream.set_nonblocking(true)?;
         Ok((
             UnixStream {
@@ -246,7 +246,7 @@ impl UnixStream {
             // Where the platform completes Unix connects later (not Linux).
             stream
                 .inner
-                .do_io(Direction::Write, None, "UnixStream::connect", |s| {
+                .do_io(Direction::Write, None, &"UnixStream::connect", |s| {
                     if let Some(e) = s.take_error()? {
                         return Err(e);
                     }
@@ -348,23 +348,23 @@ impl UnixStream {
 
 impl Read for &UnixStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read("UnixStream::read", |mut s| s.read(buf))
+        self.inner.read(&"UnixStream::read", |mut s| s.read(buf))
     }
 
     fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> io::Result<usize> {
         self.inner
-            .read("UnixStream::read", |mut s| s.read_vectored(bufs))
+            .read(&"UnixStream::read", |mut s| s.read_vectored(bufs))
     }
 }
 
 impl Write for &UnixStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write("UnixStream::write", |mut s| s.write(buf))
+        self.inner.write(&"UnixStream::write", |mut s| s.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.inner
-            .write("UnixStream::write", |mut s| s.write_vectored(bufs))
+            .write(&"UnixStream::write", |mut s| s.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -481,31 +481,31 @@ impl UnixDatagram {
     /// (truncated to `buf`) and sender.
     pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
         self.inner
-            .read("UnixDatagram::recv_from", |s| s.recv_from(buf))
+            .read(&"UnixDatagram::recv_from", |s| s.recv_from(buf))
     }
 
     /// Receives a datagram (from the connected peer, if connected), parking
     /// until one arrives.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read("UnixDatagram::recv", |s| s.recv(buf))
+        self.inner.read(&"UnixDatagram::recv", |s| s.recv(buf))
     }
 
     /// Sends a datagram to the socket bound at `path`.
     pub fn send_to<P: AsRef<Path>>(&self, buf: &[u8], path: P) -> io::Result<usize> {
         let path = path.as_ref();
         self.inner
-            .write("UnixDatagram::send_to", |s| s.send_to(buf, path))
+            .write(&"UnixDatagram::send_to", |s| s.send_to(buf, path))
     }
 
     /// Sends a datagram to `addr`.
     pub fn send_to_addr(&self, buf: &[u8], addr: &SocketAddr) -> io::Result<usize> {
         self.inner
-            .write("UnixDatagram::send_to", |s| s.send_to_addr(buf, addr))
+            .write(&"UnixDatagram::send_to", |s| s.send_to_addr(buf, addr))
     }
 
     /// Sends a datagram to the connected peer.
     pub fn send(&self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write("UnixDatagram::send", |s| s.send(buf))
+        self.inner.write(&"UnixDatagram::send", |s| s.send(buf))
     }
 
     /// Another handle to this socket: a duplicated descriptor, registered

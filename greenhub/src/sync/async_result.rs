@@ -15,7 +15,7 @@ pub struct AsyncResult<T> {
     slot: WaitQueue<Option<T>>,
 }
 
-const WAIT: Wait = Wait::shared("AsyncResult::get");
+const WAIT: Wait = Wait::shared(&"AsyncResult::get");
 
 impl<T> AsyncResult<T> {
     /// An empty result.

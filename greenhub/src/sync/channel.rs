@@ -14,9 +14,9 @@ use super::wait_queue::WatchKey;
 use crate::hub::Wait;
 
 const CHANNEL: Waits = Waits {
-    get: Wait::shared("Channel::get"),
-    put: Wait::shared("Channel::put"),
-    join: Wait::shared("Channel::join"),
+    get: Wait::shared(&"Channel::get"),
+    put: Wait::shared(&"Channel::put"),
+    join: Wait::shared(&"Channel::join"),
 };
 
 /// A rendezvous channel (gevent's `Channel`, Go's unbuffered `chan`): each

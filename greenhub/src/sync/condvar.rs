@@ -32,7 +32,7 @@ use super::mutex::{Mutex, MutexGuard};
 use super::wait_queue::WaitQueue;
 use crate::hub::{self, Wait};
 
-const WAIT: Wait = Wait::shared("Condvar::wait");
+const WAIT: Wait = Wait::shared(&"Condvar::wait");
 
 /// One waiter's place: marked (under the list's lock) by the notify that
 /// takes it off the list; its waiter parks on it until then.

@@ -21,7 +21,7 @@ pub struct Event {
     waiters: WaitQueue<()>,
 }
 
-const WAIT: Wait = Wait::shared("Event::wait");
+const WAIT: Wait = Wait::shared(&"Event::wait");
 
 impl Event {
     /// An unset event.

@@ -107,8 +107,8 @@ impl Members {
     }
 }
 
-const JOIN: Wait = Wait::local("Group::join");
-const KILL: Wait = Wait::local("Group::kill");
+const JOIN: Wait = Wait::local(&"Group::join");
+const KILL: Wait = Wait::local(&"Group::kill");
 
 impl Group {
     /// An empty group.
@@ -493,7 +493,7 @@ pub(super) struct Slots {
     pub(super) free: WaitQueue<usize>,
 }
 
-const SPAWN: Wait = Wait::local("Pool::spawn");
+const SPAWN: Wait = Wait::local(&"Pool::spawn");
 
 impl Slots {
     pub(super) fn new(size: usize) -> Slots {
@@ -642,7 +642,7 @@ pub struct ImapUnordered<'a, R> {
     exhausted: bool,
 }
 
-const UNORDERED: Wait = Wait::local("Group::imap_unordered");
+const UNORDERED: Wait = Wait::local(&"Group::imap_unordered");
 
 impl<R: 'static> Iterator for ImapUnordered<'_, R> {
     type Item = R;

@@ -46,7 +46,7 @@ const LOCKED: u8 = 1;
 /// In `Mutex::state`: waiters may be queued. Only ever set with `LOCKED`.
 const QUEUED: u8 = 2;
 
-const LOCK_WAIT: Wait = Wait::shared("Mutex::lock");
+const LOCK_WAIT: Wait = Wait::shared(&"Mutex::lock");
 
 /// A value that one green thread (or OS thread) at a time may access:
 /// [`lock`](Mutex::lock) parks the calling green thread until the mutex is

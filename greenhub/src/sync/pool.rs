@@ -50,7 +50,7 @@ pub struct Pool {
     group: Group,
 }
 
-const AVAILABLE: Wait = Wait::local("Pool::wait_available");
+const AVAILABLE: Wait = Wait::local(&"Pool::wait_available");
 
 impl Pool {
     /// A pool that runs at most `size` members at a time.

@@ -43,8 +43,8 @@ const QUEUED: usize = 2;
 /// In `RwLock::state`: one reader inside.
 const READER: usize = 4;
 
-const READ_WAIT: Wait = Wait::shared("RwLock::read");
-const WRITE_WAIT: Wait = Wait::shared("RwLock::write");
+const READ_WAIT: Wait = Wait::shared(&"RwLock::read");
+const WRITE_WAIT: Wait = Wait::shared(&"RwLock::write");
 
 /// A value that many may read at once, or one may write: [`read`] and
 /// [`write`] park the calling green thread (a plain OS thread blocks) until

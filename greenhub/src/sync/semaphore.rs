@@ -249,7 +249,7 @@ impl Semaphore {
     /// If `permits` exceeds `usize::MAX / 2`.
     pub const fn new(permits: usize) -> Semaphore {
         Semaphore {
-            permits: Permits::new(permits, MAX_PERMITS, Wait::shared("Semaphore::acquire")),
+            permits: Permits::new(permits, MAX_PERMITS, Wait::shared(&"Semaphore::acquire")),
         }
     }
 
@@ -347,7 +347,7 @@ impl BoundedSemaphore {
     /// If `permits` exceeds `usize::MAX / 2`.
     pub const fn new(permits: usize) -> BoundedSemaphore {
         BoundedSemaphore {
-            permits: Permits::new(permits, permits, Wait::shared("BoundedSemaphore::acquire")),
+            permits: Permits::new(permits, permits, Wait::shared(&"BoundedSemaphore::acquire")),
         }
     }
 

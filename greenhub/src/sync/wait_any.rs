@@ -16,7 +16,7 @@ use super::{AsyncResult, Channel, Event, LifoQueue, PriorityQueue, Queue, TryGet
 use crate::hub::{self, Wait};
 use crate::JoinHandle;
 
-const WAIT: Wait = Wait::shared("wait_any");
+const WAIT: Wait = Wait::shared(&"wait_any");
 
 mod sealed {
     /// How a wait registers interest; implemented inside greenhub only.

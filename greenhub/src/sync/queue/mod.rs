@@ -591,19 +591,19 @@ impl<T> fmt::Debug for Iter<'_, T> {
 // The public queue types
 
 const QUEUE: Waits = Waits {
-    get: Wait::shared("Queue::get"),
-    put: Wait::shared("Queue::put"),
-    join: Wait::shared("Queue::join"),
+    get: Wait::shared(&"Queue::get"),
+    put: Wait::shared(&"Queue::put"),
+    join: Wait::shared(&"Queue::join"),
 };
 const LIFO: Waits = Waits {
-    get: Wait::shared("LifoQueue::get"),
-    put: Wait::shared("LifoQueue::put"),
-    join: Wait::shared("LifoQueue::join"),
+    get: Wait::shared(&"LifoQueue::get"),
+    put: Wait::shared(&"LifoQueue::put"),
+    join: Wait::shared(&"LifoQueue::join"),
 };
 const PRIORITY: Waits = Waits {
-    get: Wait::shared("PriorityQueue::get"),
-    put: Wait::shared("PriorityQueue::put"),
-    join: Wait::shared("PriorityQueue::join"),
+    get: Wait::shared(&"PriorityQueue::get"),
+    put: Wait::shared(&"PriorityQueue::put"),
+    join: Wait::shared(&"PriorityQueue::join"),
 };
 
 /// A first-in, first-out queue, unbounded or bounded (gevent's `Queue` and
