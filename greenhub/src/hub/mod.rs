@@ -275,6 +275,38 @@ fn enter(suspender: Suspender) {
     });
 }
 
+/// After a wake of a sleeping green thread: parks it again while the wake
+/// came before the deadline and there is no kill or timeout to deliver.
+/// Out of line: most sleepers are woken by their deadline, and their parked
+/// frame need not hold what this loop needs.
+#[inline(never)]
+fn sleep_on<const COMPACT: bool>(deadline: Option<Instant>) {
+    let asleep = |hub: &Hub| {
+        let (Some(header), Some(suspender)) = (hub.running(), hub.current_suspender.get()) else {
+            return false;
+        };
+        if header.cancel_pending() || deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        Hub::park_switch::<COMPACT>(header, suspender);
+        true
+    };
+    while with_hub(asleep) == Some(true) {}
+}
+
+/// The end of a park: cancels its timer, delivers a kill or timeout.
+#[inline(never)]
+fn park_end(timer: Option<TimerKey>) {
+    with_hub(|hub| {
+        if let Some(timer) = timer {
+            hub.timers.borrow_mut().cancel(timer);
+        }
+        if let Some(header) = hub.running() {
+            Hub::deliver_cancel(header);
+        }
+    });
+}
+
 #[cold]
 #[inline(never)]
 #[track_caller]
@@ -758,10 +790,10 @@ impl Hub {
     ///
     /// Its frame stays on the green thread's stack while it is parked, and
     /// a compact stack saves all of it: the bookkeeping is done in helpers
-    /// that have returned by the time it switches, so only what is needed
-    /// after the switch (the header, the deadline and the timer key) lives
-    /// here. One instantiation per mode and kind: each keeps its own small
-    /// frame.
+    /// that have returned by the time it switches, and what follows the
+    /// switch finds the hub again through its thread-local, so only the
+    /// deadline and the timer key live here across the switch. One
+    /// instantiation per mode and kind: each keeps its own small frame.
     #[track_caller]
     #[inline(never)]
     fn park_in<const COMPACT: bool, const SLEEP: bool>(
@@ -769,57 +801,62 @@ impl Hub {
         wait: &Wait,
         deadline: Option<Instant>,
     ) {
+        let (timer, switch) = self.park_begin(wait, deadline);
+        if let Some(suspender) = switch {
+            Self::switch_out::<COMPACT>(suspender);
+        }
+        if SLEEP {
+            sleep_on::<COMPACT>(deadline);
+        }
+        park_end(timer);
+    }
+
+    /// The start of a park: delivers a pending kill or timeout, arms the
+    /// timer, records what the green thread waits for and moves it from
+    /// RUNNING to PARKED. Returns the timer, and the suspender to switch
+    /// out with (None if a wake came in while it ran: see `park_switch`).
+    #[track_caller]
+    #[inline(never)]
+    fn park_begin(
+        &self,
+        wait: &Wait,
+        deadline: Option<Instant>,
+    ) -> (Option<TimerKey>, Option<Suspender>) {
         let (header, suspender) = self.running_parts(wait.what);
         Self::deliver_cancel(header);
-        let timer = deadline.map(|deadline| self.wake_at(header.key, deadline));
-        self.set_wait(header.key, wait);
-        loop {
-            Self::park_switch::<COMPACT>(header, suspender);
-            let asleep =
-                SLEEP && !header.cancel_pending() && deadline.is_none_or(|d| Instant::now() < d);
-            if !asleep {
-                break;
-            }
-        }
-        if let Some(timer) = timer {
-            self.cancel_timer(timer);
-        }
-        Self::deliver_cancel(header);
+        let timer = deadline.map(|deadline| {
+            self.timers
+                .borrow_mut()
+                .insert(deadline, TimerAction::Wake(header.key))
+        });
+        self.tasks.borrow_mut()[header.key as usize].wait = *wait;
+        (timer, Self::to_parked(header).then_some(suspender))
     }
 
     /// Moves the running green thread from RUNNING to PARKED and switches
     /// out, unless a wake came in while it ran.
     #[inline(always)]
     fn park_switch<const COMPACT: bool>(header: &Header, suspender: Suspender) {
-        if header
+        if Self::to_parked(header) {
+            Self::switch_out::<COMPACT>(suspender);
+        }
+    }
+
+    /// Moves the running green thread from RUNNING to PARKED: true if it is
+    /// to switch out, false if a wake came in while it ran.
+    #[inline(always)]
+    fn to_parked(header: &Header) -> bool {
+        let parked = header
             .state
             .compare_exchange(RUNNING, PARKED, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            Self::switch_out::<COMPACT>(suspender);
-        } else {
+            .is_ok();
+        if !parked {
             // NOTIFIED: a wake came in while we ran; consume it. A swap, not a
             // store: it reads the waker's write, so what the waker published
             // before waking is visible to us (see waker.rs).
             header.state.swap(RUNNING, Ordering::AcqRel);
         }
-    }
-
-    #[inline(never)]
-    fn wake_at(&self, key: u32, deadline: Instant) -> TimerKey {
-        self.timers
-            .borrow_mut()
-            .insert(deadline, TimerAction::Wake(key))
-    }
-
-    #[inline(never)]
-    fn cancel_timer(&self, timer: TimerKey) {
-        self.timers.borrow_mut().cancel(timer);
-    }
-
-    #[inline(never)]
-    fn set_wait(&self, key: u32, wait: &Wait) {
-        self.tasks.borrow_mut()[key as usize].wait = *wait;
+        parked
     }
 
     /// Suspends the running green thread back to the hub loop. In compact

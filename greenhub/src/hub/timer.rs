@@ -28,6 +28,7 @@
 //! a key to a timer that already fired or was cancelled is recognised as stale
 //! even after the node has been reused.
 
+use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 /// log2 of the number of slots per level.
@@ -52,7 +53,9 @@ const MAX_TICK: u64 = 1 << 62;
 /// Handle to a pending timer; stale keys are harmless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TimerKey {
-    index: u32,
+    /// The node's index plus one: never zero, so that an `Option<TimerKey>`
+    /// is one word (a parked green thread keeps one in its frame).
+    slot: NonZeroU32,
     generation: u32,
 }
 
@@ -145,7 +148,7 @@ impl<T> TimerWheel<T> {
         self.len += 1;
         self.place(index);
         TimerKey {
-            index,
+            slot: NonZeroU32::new(index + 1).expect("index < NIL"),
             generation: self.nodes[index as usize].generation,
         }
     }
@@ -153,12 +156,13 @@ impl<T> TimerWheel<T> {
     /// Cancels a timer. O(1). Returns the value if the timer was still pending; `None`
     /// for stale keys (already fired or cancelled, even if the node was reused).
     pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<T> {
-        let node = self.nodes.get(key.index as usize)?;
+        let index = key.slot.get() - 1;
+        let node = self.nodes.get(index as usize)?;
         if node.generation != key.generation || node.value.is_none() {
             return None;
         }
-        self.unlink(key.index);
-        Some(self.release(key.index))
+        self.unlink(index);
+        Some(self.release(index))
     }
 
     /// The instant at which the earliest pending timer may need processing, or `None`
@@ -508,13 +512,13 @@ mod tests {
         assert_eq!(w.cancel(a), Some("a"));
         assert_eq!(w.cancel(a), None);
         let d = w.insert(origin + ms(10), "d");
-        assert_eq!(d.index, a.index, "node reused");
+        assert_eq!(d.slot, a.slot, "node reused");
         assert_eq!(w.cancel(a), None, "stale generation");
         assert_eq!(w.len(), 3);
         assert_eq!(drain(&mut w, origin + ms(10)), ["b", "d"]);
         assert_eq!(w.cancel(b), None, "fired keys are stale");
         let e = w.insert(origin + ms(20), "e");
-        assert!(e != b && e != d && (e.index == b.index || e.index == d.index));
+        assert!(e != b && e != d && (e.slot == b.slot || e.slot == d.slot));
         assert_eq!(
             [w.cancel(b), w.cancel(d), w.cancel(c)],
             [None, None, Some("c")]
@@ -609,7 +613,7 @@ mod tests {
         let t = Instant::now();
         let keys: Vec<_> = (0..N).map(|i| w.insert(spread(i), i)).collect();
         let ins = t.elapsed();
-        for &key in keys.iter().filter(|k| k.index % 10 != 0) {
+        for &key in keys.iter().filter(|k| (k.slot.get() - 1) % 10 != 0) {
             w.cancel(key);
         }
         let can = t.elapsed() - ins;
