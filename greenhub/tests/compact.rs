@@ -80,6 +80,51 @@ fn one_execution_stack_for_all() {
     black_box(sum);
 }
 
+/// A green thread of kind `K`: its own entry and frames (so its stack top
+/// differs from other kinds'), a seed-dependent value high in its stack, and
+/// `churn` below.
+fn kind<const K: u64>(seed: u64, rounds: u32) -> u64 {
+    let mut high = [K; 4];
+    high[K as usize % 4] = seed;
+    black_box(&mut high);
+    let below = churn(seed.wrapping_add(K), (K % 3) as u32, rounds);
+    assert_eq!(
+        high[K as usize % 4],
+        seed,
+        "a word high in kind {K}'s stack"
+    );
+    below.wrapping_add(black_box(high).iter().sum::<u64>())
+}
+
+#[test]
+fn many_kinds_sharing_stack_tops_keep_their_bytes() {
+    // Six kinds on one execution stack: more kinds than an execution stack
+    // keeps shared tops for, with tops that match in full, in part, or not
+    // at all, replaced as their users are restored.
+    let results = compact(1)
+        .run(|| {
+            let spawners: [fn(u64) -> greenhub::JoinHandle<u64>; 6] = [
+                |s| spawn(move || kind::<1>(s, 30)),
+                |s| spawn(move || kind::<2>(s, 30)),
+                |s| spawn(move || kind::<3>(s, 30)),
+                |s| spawn(move || kind::<4>(s, 30)),
+                |s| spawn(move || kind::<5>(s, 30)),
+                |s| spawn(move || kind::<6>(s, 30)),
+            ];
+            let handles: Vec<_> = (0..600u64)
+                .map(|seed| spawners[(seed % 6) as usize](seed))
+                .collect();
+            let (evicted, _) = greenhub::testing::evicted_stack_bytes();
+            assert_eq!(evicted, 0, "nothing has run yet");
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .unwrap();
+    assert_eq!(results.len(), 600);
+}
+
 #[test]
 fn killed_while_evicted_unwinds_with_its_own_stack() {
     struct Counted(Rc<Cell<u32>>, u64);

@@ -197,7 +197,15 @@ struct Compact {
     arena: RefCell<ImageArena>,
     /// Bytes below a recorded stack pointer that a suspended coroutine uses.
     depth: usize,
+    /// Bytes of the latest image evicted (at most `MAX_ROOM`): a new green
+    /// thread's entry block gets this much room, so that it can become the
+    /// image without a second allocation (green threads spawned together
+    /// tend to park alike).
+    room: Cell<u32>,
 }
+
+/// The largest room an entry block is given in advance.
+const MAX_ROOM: usize = 2048;
 
 /// A hub. Lives in a `Box` for the duration of [`run`], reachable through the
 /// `HUB` thread-local of its OS thread.
@@ -446,12 +454,7 @@ impl Hub {
             Some((count, size)) => {
                 let mut execs = Vec::with_capacity(count.max(1));
                 for _ in 0..count.max(1) {
-                    execs.push(ExecStack {
-                        stack: stacks.get(size)?,
-                        occupant: None,
-                        bound: 0,
-                        blocked: Vec::new(),
-                    });
+                    execs.push(ExecStack::new(stacks.get(size)?));
                 }
                 let probe = stacks.get(size)?;
                 let (depth, probe) = crate::coroutine::suspend_depth(probe);
@@ -461,6 +464,7 @@ impl Hub {
                     images: RefCell::new(Vec::new()),
                     arena: RefCell::new(ImageArena::new()),
                     depth,
+                    room: Cell::new(0),
                 })
             }
         };
@@ -542,7 +546,8 @@ impl Hub {
                     .min_by_key(|(_, e)| e.bound)
                     .expect("compact mode has execution stacks");
                 least.bound += 1;
-                image = Image::bound_to(exec, start, &mut compact.arena.borrow_mut());
+                let room = compact.room.get() as usize;
+                image = Image::bound_to(exec, start, &mut compact.arena.borrow_mut(), room);
                 None
             }
         };
@@ -601,7 +606,8 @@ impl Hub {
                     exec.blocked.push(key);
                     return false;
                 }
-                image.evict(&exec.stack, &mut compact.arena.borrow_mut());
+                let saved = image.evict(exec, &mut compact.arena.borrow_mut());
+                compact.room.set(saved.min(MAX_ROOM) as u32);
             }
             None => {}
         }
@@ -612,7 +618,7 @@ impl Hub {
             // First run: making the coroutine writes its first frame.
             task.co = Some(image.start(exec.stack.share()));
         } else {
-            image.restore(&exec.stack, &mut compact.arena.borrow_mut());
+            image.restore(exec, &mut compact.arena.borrow_mut());
         }
         exec.occupant = Some(key);
         exec.stack
@@ -641,7 +647,7 @@ impl Hub {
 
     /// Keeps the current green thread on its execution stack (compact mode)
     /// until the matching `unpin`.
-    pub(crate) fn pin(&self, delta: i16) {
+    pub(crate) fn pin(&self, delta: i8) {
         let Some(compact) = &self.compact else {
             return;
         };
@@ -653,7 +659,10 @@ impl Hub {
         if !image.is_compact() {
             return;
         }
-        image.pinned = image.pinned.saturating_add_signed(delta);
+        image.pinned = image
+            .pinned
+            .checked_add_signed(delta)
+            .expect("greenhub::stack::pinned nested more than 255 deep");
         if image.pinned == 0 {
             let exec = image.exec as usize;
             let blocked = std::mem::take(&mut compact.execs.borrow_mut()[exec].blocked);
