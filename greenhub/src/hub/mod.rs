@@ -226,6 +226,9 @@ pub(crate) struct Hub {
     current_header: Cell<*const Header>,
     current_suspender: Cell<Option<Suspender>>,
     next_timeout: Cell<u64>,
+    /// The time timers were last expired at: a green thread woken by its
+    /// timer finds its deadline passed without reading the clock again.
+    expired_at: Cell<Instant>,
     /// Registered I/O sources: while any exists, waiting is not a deadlock.
     reactor: reactor::Reactor,
     /// Headers of finished green threads that nothing refers to any more.
@@ -293,7 +296,8 @@ fn sleep_on<const COMPACT: bool>(deadline: Option<Instant>) {
         let (Some(header), Some(suspender)) = (hub.running(), hub.current_suspender.get()) else {
             return false;
         };
-        if header.cancel_pending() || deadline.is_some_and(|d| Instant::now() >= d) {
+        let passed = |d| hub.expired_at.get() >= d || Instant::now() >= d;
+        if header.cancel_pending() || deadline.is_some_and(passed) {
             return false;
         }
         Hub::park_switch::<COMPACT>(header, suspender);
@@ -488,6 +492,7 @@ impl Hub {
             current_header: Cell::new(ptr::null()),
             current_suspender: Cell::new(None),
             next_timeout: Cell::new(1),
+            expired_at: Cell::new(Instant::now()),
             reactor: reactor::Reactor::default(),
             spare_headers: RefCell::new(Vec::new()),
             compact,
@@ -616,6 +621,7 @@ impl Hub {
         let image = &mut images[key as usize];
         if image.unstarted() {
             // First run: making the coroutine writes its first frame.
+            exec.starting();
             task.co = Some(image.start(exec.stack.share()));
         } else {
             image.restore(exec, &mut compact.arena.borrow_mut());
@@ -626,11 +632,12 @@ impl Hub {
         true
     }
 
-    /// Compact mode: how many green threads are evicted, and the stack bytes
-    /// they keep on the heap.
-    pub(crate) fn evicted_bytes(&self) -> (usize, usize) {
+    /// Compact mode: how many green threads are evicted, the stack bytes
+    /// they keep on the heap, and the stack bytes they used (their images:
+    /// what they keep and the top bytes they share).
+    pub(crate) fn evicted_bytes(&self) -> (usize, usize, usize) {
         let Some(compact) = &self.compact else {
-            return (0, 0);
+            return (0, 0, 0);
         };
         let images = compact.images.borrow();
         let execs = compact.execs.borrow();
@@ -639,10 +646,11 @@ impl Hub {
             execs[image.exec as usize].occupant == Some(key as u32)
         };
         (0..images.len())
-            .filter(|&key| images[key].is_compact())
-            .map(|key| images[key].saved(resident(key)))
-            .filter(|&saved| saved > 0)
-            .fold((0, 0), |(n, bytes), saved| (n + 1, bytes + saved))
+            .filter(|&key| images[key].is_compact() && !resident(key))
+            .filter_map(|key| images[key].saved())
+            .fold((0, 0, 0), |(n, kept, used), (k, u)| {
+                (n + 1, kept + k, used + u)
+            })
     }
 
     /// Keeps the current green thread on its execution stack (compact mode)
@@ -1065,6 +1073,7 @@ impl Hub {
             }
             self.drain_inbox();
             let now = Instant::now();
+            self.expired_at.set(now);
             self.expire_timers(now);
             if !self.run_queue.borrow().is_empty() {
                 if self.reactor.len() > 0 {

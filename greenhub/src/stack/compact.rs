@@ -48,6 +48,10 @@ pub(crate) struct ExecStack {
     /// Tops of this stack seen at evictions, shared by the images that end
     /// with the same bytes (see `Top`).
     tops: Vec<Top>,
+    /// What the last eviction shared (`Image::shared`): those top bytes are
+    /// still on the stack, and a restore that shares them need not copy
+    /// them. 0 once anything else may have written the stack.
+    on_top: u8,
 }
 
 impl ExecStack {
@@ -59,7 +63,13 @@ impl ExecStack {
             bound: 0,
             blocked: Vec::new(),
             tops: Vec::new(),
+            on_top: 0,
         }
+    }
+
+    /// A green thread starts on the stack: its top bytes are new.
+    pub(crate) fn starting(&mut self) {
+        self.on_top = 0;
     }
 }
 
@@ -401,6 +411,7 @@ impl Image {
         unsafe { std::ptr::copy_nonoverlapping((base - live) as *const u8, block.as_ptr(), len) };
         self.store = Store::block(Some(block));
         self.shared = shared.map_or(0, |(index, n)| shared_code(index, n));
+        exec.on_top = self.shared;
         len
     }
 
@@ -420,15 +431,24 @@ impl Image {
         // stack now (the previous occupant was evicted first); the block
         // holds the first len bytes saved then.
         unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), (base - live) as *mut u8, len) };
+        let (on_index, on_top) = shared_decode(std::mem::take(&mut exec.on_top));
         if shared > 0 {
             let top = &mut exec.tops[index];
-            let bytes = &top.bytes()[top.len - shared..];
-            // SAFETY: as above, for [base - shared, base), the last bytes
-            // at eviction, which equalled these (unchanged since: the top
-            // has a user, this image, until now).
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), (base - shared) as *mut u8, shared)
-            };
+            // The occupant just evicted left the same top bytes, or more of
+            // them, on the stack: they are in place already.
+            if on_index != index || on_top < shared {
+                let bytes = &top.bytes()[top.len - shared..];
+                // SAFETY: as above, for [base - shared, base), the last bytes
+                // at eviction, which equalled these (unchanged since: the
+                // top has a user, this image, until now).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        bytes.as_ptr(),
+                        (base - shared) as *mut u8,
+                        shared,
+                    )
+                };
+            }
             top.users -= 1;
             // `shared` stays, as the guess for the next eviction (`saved`
             // does not count it while resident).
@@ -450,14 +470,17 @@ impl Image {
         }
     }
 
-    /// Bytes held while evicted (0 while resident: a kept block is spare);
-    /// the top bytes it shares are not counted.
-    pub(crate) fn saved(&self, resident: bool) -> usize {
+    /// An evicted image's bytes: (kept in its block, used on the stack: the
+    /// kept ones and the top bytes it shares). None if it holds none (it
+    /// has not run yet); the caller knows whether it is resident (then a
+    /// kept block is spare, and this means nothing).
+    pub(crate) fn saved(&self) -> Option<(usize, usize)> {
         match self.block() {
-            Some(_) if !resident && !self.unstarted() => {
-                self.live as usize - shared_decode(self.shared).1
+            Some(_) if !self.unstarted() => {
+                let live = self.live as usize;
+                Some((live - shared_decode(self.shared).1, live))
             }
-            _ => 0,
+            _ => None,
         }
     }
 }

@@ -118,21 +118,28 @@ impl GreenStack {
         }
     }
 
-    /// Records who runs on this stack, for the overflow report.
+    /// Records who runs on this stack, for the overflow report. Called at
+    /// every switch between compact green threads: it writes only the
+    /// fields and the name bytes, not a whole header.
     pub(crate) fn set_owner(&mut self, id: u64, name: Option<&str>) {
         let name = name.unwrap_or("").as_bytes();
         let len = name.len().min(NAME_MAX);
-        let mut header = Header {
-            id,
-            size_kib: ((self.base + HEADER_SIZE - self.start - sys::page_size()) / 1024) as u32,
-            name_len: len as u32,
-            name: [0; NAME_MAX],
-        };
-        header.name[..len].copy_from_slice(&name[..len]);
+        let size_kib = ((self.base + HEADER_SIZE - self.start - sys::page_size()) / 1024) as u32;
+        let header = self.base as *mut Header;
         // SAFETY: [base, base + HEADER_SIZE) lies inside this slot, above the
         // part a coroutine may use, and this GreenStack owns the slot; the
-        // address is 16-byte aligned, enough for Header.
-        unsafe { std::ptr::write(self.base as *mut Header, header) };
+        // address is 16-byte aligned, enough for Header; the name's first
+        // `len` bytes fit its NAME_MAX (the reader reads only those).
+        unsafe {
+            (&raw mut (*header).id).write(id);
+            (&raw mut (*header).size_kib).write(size_kib);
+            (&raw mut (*header).name_len).write(len as u32);
+            std::ptr::copy_nonoverlapping(
+                name.as_ptr(),
+                (&raw mut (*header).name).cast::<u8>(),
+                len,
+            );
+        }
     }
 }
 
