@@ -316,7 +316,7 @@ pub fn switch(stacks: Stacks, live: usize, round_trips: usize) {
         }
     };
     let mut times = Vec::with_capacity(SWITCH_RUNS);
-    let mut image = 0;
+    let mut image = (0, 0);
     for _ in 0..SWITCH_RUNS {
         let hub = match stacks {
             Stacks::Dedicated => HubBuilder::new().dedicated_stacks(),
@@ -336,10 +336,11 @@ pub fn switch(stacks: Stacks, live: usize, round_trips: usize) {
     let mut metrics = report::pingpong_metrics(round_trips, median);
     metrics.push(("runs", report::Value::Int(SWITCH_RUNS as i64)));
     if stacks == Stacks::Compact {
-        if image == 0 {
+        if image.0 == 0 {
             return emit_refused(None, "no green thread was evicted: nothing was copied");
         }
-        metrics.push(("image_bytes", report::Value::Int(image as i64)));
+        metrics.push(("image_bytes", report::Value::Int(image.0 as i64)));
+        metrics.push(("kept_bytes", report::Value::Int(image.1 as i64)));
     }
     emit_ok(None, &metrics);
 }
@@ -347,16 +348,19 @@ pub fn switch(stacks: Stacks, live: usize, round_trips: usize) {
 /// One run of [`switch`] with a `LIVE`-byte frame, inside a hub: the time of
 /// `round_trips` round trips, and the bytes an evicted green thread keeps on
 /// the heap halfway through (0 with dedicated stacks).
-fn switch_run<const LIVE: usize>(round_trips: usize) -> Result<(Duration, usize), String> {
+fn switch_run<const LIVE: usize>(round_trips: usize) -> Result<(Duration, (usize, usize)), String> {
     /// One side: a live frame, then `round_trips` yields; halfway, the bytes
     /// held by evicted green threads (the other side, in compact mode).
-    fn side<const LIVE: usize>(round_trips: usize) -> usize {
+    fn side<const LIVE: usize>(round_trips: usize) -> (usize, usize) {
         let mut frame = [0u8; LIVE];
         black_box(&mut frame);
-        let mut image = 0;
+        let mut image = (0, 0);
         for i in 0..round_trips {
             if i == round_trips / 2 {
-                image = greenhub::testing::evicted_stack_bytes().1;
+                image = (
+                    greenhub::testing::evicted_stack_images().1,
+                    greenhub::testing::evicted_stack_bytes().1,
+                );
             }
             greenhub::yield_now();
         }
@@ -417,12 +421,14 @@ pub fn switch_parked(stacks: Stacks, parked: Parked) {
         for _ in 0..PARKED_YIELDS {
             greenhub::yield_now();
         }
-        let (evicted, bytes) = greenhub::testing::evicted_stack_bytes();
-        match bytes.checked_div(evicted) {
+        let (evicted, used) = greenhub::testing::evicted_stack_images();
+        let (_, kept) = greenhub::testing::evicted_stack_bytes();
+        match used.checked_div(evicted) {
             Some(image) => emit_ok(
                 None,
                 &vec![
                     ("image_bytes", report::Value::Int(image as i64)),
+                    ("kept_bytes", report::Value::Int((kept / evicted) as i64)),
                     ("evicted", report::Value::Int(evicted as i64)),
                 ],
             ),

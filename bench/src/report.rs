@@ -1037,7 +1037,9 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
                  live frame of the given size; time per round trip (two switches), median of 5 runs.\n\
                  greenhub-compact: both on ONE shared execution stack (compact_stacks(1, 64 KiB)), so\n\
                  every switch copies one's used stack bytes (its image) to the heap and the other's\n\
-                 back; image: the bytes an evicted one keeps (its frames and the switch's own).\n\
+                 back; image: the stack bytes an evicted one used (its frames and the switch's\n\
+                 own); kept: what it keeps on the heap (the image but for the top bytes it shares\n\
+                 with green threads of its kind; here each is the only one of its kind).\n\
                  greenhub: dedicated stacks, nothing copied (the baseline); copying: the difference.";
     let compact = systems.contains(&System::GreenhubCompact);
     let dedicated = systems.contains(&System::Greenhub);
@@ -1050,6 +1052,7 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
     if compact {
         header.push("greenhub-compact".into());
         header.push("image".into());
+        header.push("kept".into());
     }
     if dedicated {
         header.push("greenhub".into());
@@ -1067,10 +1070,12 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
             row.push(cell(c, &mut notes, |r| {
                 r.metric("ns_per_round_trip").map(|v| ns_label(v.as_f64()))
             }));
-            row.push(
-                c.and_then(|r| r.metric("image_bytes"))
-                    .map_or_else(|| "—".into(), |v| format!("{} B", group(v.as_f64() as u64))),
-            );
+            for metric in ["image_bytes", "kept_bytes"] {
+                row.push(
+                    c.and_then(|r| r.metric(metric))
+                        .map_or_else(|| "—".into(), |v| format!("{} B", group(v.as_f64() as u64))),
+                );
+            }
         }
         if dedicated {
             row.push(cell(d, &mut notes, |r| {
@@ -1087,25 +1092,32 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
     }
     let mut body = table(&header, &rows);
     if compact {
-        let header: Vec<String> = ["parked in", "image"].map(String::from).to_vec();
+        let header: Vec<String> = ["parked in", "image", "kept"].map(String::from).to_vec();
         let rows: Vec<Vec<String>> = Parked::ALL
             .into_iter()
             .map(|p| {
                 let rec = idx.get(Bench::SwitchParked(p), System::GreenhubCompact, None, None);
+                let bytes = |metric: &str| {
+                    rec.and_then(|r| r.metric(metric))
+                        .map_or_else(|| "—".into(), |v| format!("{} B", group(v.as_f64() as u64)))
+                };
                 vec![
                     p.label().to_string(),
                     cell(rec, &mut notes, |r| {
                         r.metric("image_bytes")
                             .map(|v| format!("{} B", group(v.as_f64() as u64)))
                     }),
+                    bytes("kept_bytes"),
                 ]
             })
             .collect();
         let _ = write!(
             body,
-            "\nParked image (compact): the stack bytes a green thread keeps while parked; it\n\
-             parks (doing nothing else) on compact_stacks(1, 64 KiB), and is evicted when a\n\
-             second green thread takes the execution stack.\n\n{}",
+            "\nParked image (compact): the stack bytes a green thread used when it parked (image)\n\
+             and keeps on the heap (kept: the image but for the top bytes it shares with its\n\
+             kind; alone of its kind here, it shares them with its own earlier self); it parks\n\
+             (doing nothing else) on compact_stacks(1, 64 KiB), and is evicted when a second\n\
+             green thread takes the execution stack.\n\n{}",
             table(&header, &rows)
         );
     }
@@ -1362,7 +1374,10 @@ mod tests {
         let text = switch_table(&records, &System::GREENHUB, &[1024]);
         let row = text.lines().find(|l| l.starts_with("1,024 B")).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-        assert_eq!(cells, ["1,024 B", "180.5 ns", "—", "70.0 ns", "110.5 ns"]);
+        assert_eq!(
+            cells,
+            ["1,024 B", "180.5 ns", "—", "—", "70.0 ns", "110.5 ns"]
+        );
     }
 
     #[test]
@@ -1378,12 +1393,13 @@ mod tests {
             Parked::Sleep,
             Outcome::Measured(vec![
                 ("image_bytes".into(), Value::Int(290)),
+                ("kept_bytes".into(), Value::Int(34)),
                 ("evicted".into(), Value::Int(1)),
             ]),
         );
         assert_eq!(
             sleep.json(),
-            r#"{"bench":"switch","system":"greenhub-compact","parked_in":"sleep","image_bytes":290,"evicted":1}"#
+            r#"{"bench":"switch","system":"greenhub-compact","parked_in":"sleep","image_bytes":290,"kept_bytes":34,"evicted":1}"#
         );
         let wait = parked(
             Parked::EventWait,
@@ -1399,12 +1415,15 @@ mod tests {
         };
         let text = switch_table(&[sleep.clone(), wait], &System::GREENHUB, &[64]);
         assert!(text.contains("Parked image (compact)"), "{text}");
-        assert_eq!(cells(&text, "sleep"), ["sleep", "290 B"]);
-        assert_eq!(cells(&text, "Event::wait"), ["Event::wait", "1,530 B"]);
+        assert_eq!(cells(&text, "sleep"), ["sleep", "290 B", "34 B"]);
+        assert_eq!(cells(&text, "Event::wait"), ["Event::wait", "1,530 B", "—"]);
         // A refusal is a note, under both tables.
         let refused = parked(Parked::EventWait, Outcome::Refused("no image".into()));
         let text = switch_table(&[sleep, refused], &[System::GreenhubCompact], &[64]);
-        assert_eq!(cells(&text, "Event::wait"), ["Event::wait", "refused [1]"]);
+        assert_eq!(
+            cells(&text, "Event::wait"),
+            ["Event::wait", "refused [1]", "—"]
+        );
         assert!(
             text.ends_with("[1] greenhub-compact refused parked in Event::wait: no image\n"),
             "{text}"

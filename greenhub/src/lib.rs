@@ -253,8 +253,22 @@ pub mod testing {
     }
 
     /// Compact mode: (green threads evicted, stack bytes they keep on the
-    /// heap) on this OS thread's hub; (0, 0) outside a hub.
+    /// heap) on this OS thread's hub; (0, 0) outside a hub. Top bytes they
+    /// share with others of their kind are not counted (see
+    /// [`evicted_stack_images`]).
     pub fn evicted_stack_bytes() -> (usize, usize) {
-        crate::hub::with_hub(|hub| hub.evicted_bytes()).unwrap_or((0, 0))
+        let (n, kept, _) = evicted_stacks();
+        (n, kept)
+    }
+
+    /// Compact mode: (green threads evicted, stack bytes they used: their
+    /// images, the bytes they keep and the top bytes they share).
+    pub fn evicted_stack_images() -> (usize, usize) {
+        let (n, _, used) = evicted_stacks();
+        (n, used)
+    }
+
+    fn evicted_stacks() -> (usize, usize, usize) {
+        crate::hub::with_hub(|hub| hub.evicted_bytes()).unwrap_or((0, 0, 0))
     }
 }

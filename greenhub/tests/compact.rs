@@ -326,8 +326,10 @@ fn the_park_path_stays_lean() {
                 for _ in 0..4 {
                     yield_now();
                 }
-                let (evicted, bytes) = greenhub::testing::evicted_stack_bytes();
+                let (evicted, bytes) = greenhub::testing::evicted_stack_images();
                 assert_eq!(evicted, 1, "the parked green thread was evicted");
+                let (_, kept) = greenhub::testing::evicted_stack_bytes();
+                assert!(kept <= bytes, "keeps {kept} of {bytes} bytes");
                 parked.kill();
                 evictor.join().unwrap();
                 bytes
