@@ -1038,8 +1038,8 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
                  greenhub-compact: both on ONE shared execution stack (compact_stacks(1, 64 KiB)), so\n\
                  every switch copies one's used stack bytes (its image) to the heap and the other's\n\
                  back; image: the stack bytes an evicted one used (its frames and the switch's\n\
-                 own); kept: what it keeps on the heap (the image but for the top bytes it shares\n\
-                 with green threads of its kind; here each is the only one of its kind).\n\
+                 own); kept: what it keeps on the heap (a parked one shares its top bytes with\n\
+                 its kind; a runnable one, as here, keeps all of its image).\n\
                  greenhub: dedicated stacks, nothing copied (the baseline); copying: the difference.";
     let compact = systems.contains(&System::GreenhubCompact);
     let dedicated = systems.contains(&System::Greenhub);

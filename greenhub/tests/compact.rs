@@ -15,9 +15,15 @@ fn compact(stacks: usize) -> HubBuilder {
     unsafe { HubBuilder::new().compact_stacks(stacks, 128 * 1024) }
 }
 
-/// Fills a stack array from a seed, parks (yields) `rounds` times through a
-/// chain of frames, and checks the array and a pointer into it afterwards.
+/// Fills a stack array from a seed, yields `rounds` times through a chain of
+/// frames, and checks the array and a pointer into it afterwards.
 fn churn(seed: u64, depth: u32, rounds: u32) -> u64 {
+    churn_with(seed, depth, rounds, yield_now)
+}
+
+/// `churn`, pausing with `pause` (yielding leaves a green thread runnable,
+/// sleeping parks it: an evicted parked one shares its stack top).
+fn churn_with(seed: u64, depth: u32, rounds: u32, pause: fn()) -> u64 {
     let mut local = [0u64; 32];
     for (i, slot) in local.iter_mut().enumerate() {
         *slot = seed
@@ -26,10 +32,10 @@ fn churn(seed: u64, depth: u32, rounds: u32) -> u64 {
     }
     let inner: *const u64 = &local[7];
     let below = if depth > 0 {
-        churn(seed ^ (depth as u64), depth - 1, rounds)
+        churn_with(seed ^ (depth as u64), depth - 1, rounds, pause)
     } else {
         for _ in 0..rounds {
-            yield_now();
+            pause();
         }
         0
     };
@@ -87,7 +93,9 @@ fn kind<const K: u64>(seed: u64, rounds: u32) -> u64 {
     let mut high = [K; 4];
     high[K as usize % 4] = seed;
     black_box(&mut high);
-    let below = churn(seed.wrapping_add(K), (K % 3) as u32, rounds);
+    let below = churn_with(seed.wrapping_add(K), (K % 3) as u32, rounds, || {
+        greenhub::sleep(Duration::from_micros(50))
+    });
     assert_eq!(
         high[K as usize % 4],
         seed,
@@ -98,9 +106,10 @@ fn kind<const K: u64>(seed: u64, rounds: u32) -> u64 {
 
 #[test]
 fn many_kinds_sharing_stack_tops_keep_their_bytes() {
-    // Six kinds on one execution stack: more kinds than an execution stack
-    // keeps shared tops for, with tops that match in full, in part, or not
-    // at all, replaced as their users are restored.
+    // Six kinds on one execution stack, parking (so that they share their
+    // stack tops), with tops that match in full, in part, or not at all,
+    // replaced as their users are restored; and a yielding kind beside them
+    // (a runnable green thread keeps its whole image).
     let results = compact(1)
         .run(|| {
             let spawners: [fn(u64) -> greenhub::JoinHandle<u64>; 6] = [
@@ -111,9 +120,10 @@ fn many_kinds_sharing_stack_tops_keep_their_bytes() {
                 |s| spawn(move || kind::<5>(s, 30)),
                 |s| spawn(move || kind::<6>(s, 30)),
             ];
-            let handles: Vec<_> = (0..600u64)
+            let mut handles: Vec<_> = (0..600u64)
                 .map(|seed| spawners[(seed % 6) as usize](seed))
                 .collect();
+            handles.extend((0..20u64).map(|seed| spawn(move || churn(seed, 2, 30))));
             let (evicted, _) = greenhub::testing::evicted_stack_bytes();
             assert_eq!(evicted, 0, "nothing has run yet");
             handles
@@ -122,7 +132,7 @@ fn many_kinds_sharing_stack_tops_keep_their_bytes() {
                 .collect::<Vec<_>>()
         })
         .unwrap();
-    assert_eq!(results.len(), 600);
+    assert_eq!(results.len(), 620);
 }
 
 #[test]

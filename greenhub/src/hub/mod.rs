@@ -188,13 +188,8 @@ struct Task {
 
 /// The shared execution stacks of a hub in compact mode.
 struct Compact {
-    execs: RefCell<Vec<ExecStack>>,
-    /// Per slab key: where a compact green thread runs and its saved bytes.
-    /// Beside the slab rather than in it, so that a dedicated green thread's
-    /// entry stays small.
-    images: RefCell<Vec<Image>>,
-    /// Where evicted images keep their bytes.
-    arena: RefCell<ImageArena>,
+    /// One cell for all three: a switch borrows it once.
+    state: RefCell<CompactState>,
     /// Bytes below a recorded stack pointer that a suspended coroutine uses.
     depth: usize,
     /// Bytes of the latest image evicted (at most `MAX_ROOM`): a new green
@@ -206,6 +201,17 @@ struct Compact {
 
 /// The largest room an entry block is given in advance.
 const MAX_ROOM: usize = 2048;
+
+/// What a compact hub's switches work on.
+struct CompactState {
+    execs: Vec<ExecStack>,
+    /// Per slab key: where a compact green thread runs and its saved bytes.
+    /// Beside the slab rather than in it, so that a dedicated green thread's
+    /// entry stays small.
+    images: Vec<Image>,
+    /// Where evicted images keep their bytes.
+    arena: ImageArena,
+}
 
 /// A hub. Lives in a `Box` for the duration of [`run`], reachable through the
 /// `HUB` thread-local of its OS thread.
@@ -464,9 +470,11 @@ impl Hub {
                 let (depth, probe) = crate::coroutine::suspend_depth(probe);
                 stacks.put(probe);
                 Some(Compact {
-                    execs: RefCell::new(execs),
-                    images: RefCell::new(Vec::new()),
-                    arena: RefCell::new(ImageArena::new()),
+                    state: RefCell::new(CompactState {
+                        execs,
+                        images: Vec::new(),
+                        arena: ImageArena::new(),
+                    }),
                     depth,
                     room: Cell::new(0),
                 })
@@ -544,20 +552,21 @@ impl Hub {
             }
             None => {
                 let compact = compact.expect("no stack means compact mode");
-                let mut execs = compact.execs.borrow_mut();
-                let (exec, least) = execs
+                let state = &mut *compact.state.borrow_mut();
+                let (exec, least) = state
+                    .execs
                     .iter_mut()
                     .enumerate()
                     .min_by_key(|(_, e)| e.bound)
                     .expect("compact mode has execution stacks");
                 least.bound += 1;
                 let room = compact.room.get() as usize;
-                image = Image::bound_to(exec, start, &mut compact.arena.borrow_mut(), room);
+                image = Image::bound_to(exec, start, &mut state.arena, room);
                 None
             }
         };
         if let Some(compact) = &self.compact {
-            let mut images = compact.images.borrow_mut();
+            let images = &mut compact.state.borrow_mut().images;
             if images.len() <= key as usize {
                 images.resize_with(key as usize + 1, Image::dedicated);
             }
@@ -595,14 +604,18 @@ impl Hub {
         let Some(compact) = &self.compact else {
             return true;
         };
-        let mut images = compact.images.borrow_mut();
+        let state = &mut *compact.state.borrow_mut();
+        let CompactState {
+            execs,
+            images,
+            arena,
+        } = state;
         let image = &images[key as usize];
         if !image.is_compact() {
             return true;
         }
-        let exec_index = image.exec;
-        let mut execs = compact.execs.borrow_mut();
-        let exec = &mut execs[exec_index as usize];
+        let exec = &mut execs[image.exec as usize];
+        let mut tasks = self.tasks.borrow_mut();
         match exec.occupant {
             Some(occupant) if occupant == key => return true,
             Some(occupant) => {
@@ -611,12 +624,19 @@ impl Hub {
                     exec.blocked.push(key);
                     return false;
                 }
-                let saved = image.evict(exec, &mut compact.arena.borrow_mut());
+                // A parked occupant shares its stack top with its kind; a
+                // runnable one (it yielded, or was woken) is back soon, and
+                // its top is not worth comparing and copying twice.
+                let parked = tasks[occupant as usize]
+                    .header
+                    .state
+                    .load(Ordering::Relaxed)
+                    == PARKED;
+                let saved = image.evict(exec, arena, parked);
                 compact.room.set(saved.min(MAX_ROOM) as u32);
             }
             None => {}
         }
-        let mut tasks = self.tasks.borrow_mut();
         let task = &mut tasks[key as usize];
         let image = &mut images[key as usize];
         if image.unstarted() {
@@ -624,7 +644,7 @@ impl Hub {
             exec.starting();
             task.co = Some(image.start(exec.stack.share()));
         } else {
-            image.restore(exec, &mut compact.arena.borrow_mut());
+            image.restore(exec, arena);
         }
         exec.occupant = Some(key);
         exec.stack
@@ -639,8 +659,8 @@ impl Hub {
         let Some(compact) = &self.compact else {
             return (0, 0, 0);
         };
-        let images = compact.images.borrow();
-        let execs = compact.execs.borrow();
+        let state = compact.state.borrow();
+        let (images, execs) = (&state.images, &state.execs);
         let resident = |key: usize| {
             let image = &images[key];
             execs[image.exec as usize].occupant == Some(key as u32)
@@ -662,8 +682,8 @@ impl Hub {
         let Some(key) = self.current.get() else {
             return;
         };
-        let mut images = compact.images.borrow_mut();
-        let image = &mut images[key as usize];
+        let state = &mut *compact.state.borrow_mut();
+        let image = &mut state.images[key as usize];
         if !image.is_compact() {
             return;
         }
@@ -673,7 +693,7 @@ impl Hub {
             .expect("greenhub::stack::pinned nested more than 255 deep");
         if image.pinned == 0 {
             let exec = image.exec as usize;
-            let blocked = std::mem::take(&mut compact.execs.borrow_mut()[exec].blocked);
+            let blocked = std::mem::take(&mut state.execs[exec].blocked);
             self.run_queue.borrow_mut().extend(blocked);
         }
     }
@@ -946,14 +966,12 @@ impl Hub {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
             match &self.compact {
-                Some(compact) if compact.images.borrow()[key as usize].is_compact() => {
-                    let mut image = std::mem::replace(
-                        &mut compact.images.borrow_mut()[key as usize],
-                        Image::dedicated(),
-                    );
-                    image.release(&mut compact.arena.borrow_mut());
-                    let mut execs = compact.execs.borrow_mut();
-                    let exec = &mut execs[image.exec as usize];
+                Some(compact) if compact.state.borrow().images[key as usize].is_compact() => {
+                    let state = &mut *compact.state.borrow_mut();
+                    let mut image =
+                        std::mem::replace(&mut state.images[key as usize], Image::dedicated());
+                    image.release(&mut state.arena);
+                    let exec = &mut state.execs[image.exec as usize];
                     exec.occupant = None;
                     exec.bound -= 1;
                     // The stack is the execution stack's: nothing to give back.
@@ -966,10 +984,10 @@ impl Hub {
             self.recycle(&task.header);
         } else {
             if let Some(compact) = &self.compact {
-                let image = &mut compact.images.borrow_mut()[key as usize];
+                let state = &mut *compact.state.borrow_mut();
+                let image = &mut state.images[key as usize];
                 if image.is_compact() {
-                    let execs = compact.execs.borrow();
-                    let stack = &execs[image.exec as usize].stack;
+                    let stack = &state.execs[image.exec as usize].stack;
                     image.suspended(stack, crate::coroutine::last_suspend_sp(), compact.depth);
                 }
             }

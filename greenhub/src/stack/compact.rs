@@ -385,8 +385,14 @@ impl Image {
     /// Copies the suspended green thread's live bytes off its execution
     /// stack `exec` into a block of `arena` (the one it has, if it fits: big
     /// enough, and not much bigger), but for the top bytes that one of the
-    /// stack's `Top`s holds already. Returns how many bytes it saved.
-    pub(crate) fn evict(&mut self, exec: &mut ExecStack, arena: &mut ImageArena) -> usize {
+    /// stack's `Top`s holds already, if it is to `share`. Returns how many
+    /// bytes it saved.
+    pub(crate) fn evict(
+        &mut self,
+        exec: &mut ExecStack,
+        arena: &mut ImageArena,
+        share: bool,
+    ) -> usize {
         debug_assert!(!self.unstarted());
         let stack = &exec.stack;
         let live = self.live as usize;
@@ -394,7 +400,11 @@ impl Image {
         debug_assert!(live > 0 && base - live >= stack.lowest_usable());
         // What it shared last time is the first guess (a green thread
         // evicted again and again shares the same bytes).
-        let shared = exec.share_top(live, shared_decode(self.shared));
+        let shared = if share {
+            exec.share_top(live, shared_decode(self.shared))
+        } else {
+            None
+        };
         let len = live - shared.map_or(0, |(_, n)| n);
         let block = match self.take_block() {
             Some(block) if fits(block.capacity(), len) => block,
