@@ -19,6 +19,23 @@
 //! for its whole life; with no more green threads than execution stacks,
 //! nothing is ever copied.
 //!
+//! Green threads of one kind (one spawn's closure) start with the same
+//! frames, so their images end with the same bytes. Each execution stack
+//! keeps a few *tops*: the last bytes of an image as an eviction found them.
+//! A parked occupant's image is compared with them, and the longest common
+//! suffix (whole 16-byte steps) stays out of its block: it records which top
+//! and how much, and `restore` copies those bytes back from the top.
+//!
+//! ```text
+//!  image  [ own bytes ........ | same as top 2's last 128 B ]
+//!  block  [ own bytes ........ ]     + shared = (top 2, 128 B)
+//! ```
+//!
+//! The comparison is exact, and a top is overwritten only when no evicted
+//! image uses it, so a restore writes back exactly the bytes evicted. A
+//! runnable occupant (it yielded, or was woken) is back soon: it keeps its
+//! whole image, without the compare and the second copy.
+//!
 //! # The contract (why turning this on is `unsafe`)
 //!
 //! While a green thread is evicted, the addresses of its stack hold another
