@@ -90,11 +90,11 @@ impl ExecStack {
     }
 }
 
-/// The top bytes of an execution stack as one eviction found them:
-/// `bytes` were `[base - bytes.len(), base)`. Green threads of one kind
-/// start alike (corosensei's first frames, the spawn's entry), so an image
-/// whose top bytes equal a `Top`'s (compared word by word, exactly) leaves
-/// them out, and `restore` copies them back from here. A `Top` is never
+/// The top bytes of an execution stack as one eviction found them: `bytes()`
+/// were `[base - len, base)`. Green threads of one kind start alike
+/// (corosensei's first frames, the spawn's entry), so an image whose last
+/// bytes equal a `Top`'s (compared exactly) leaves them out, and `restore`
+/// copies them back from here. A `Top` is never
 /// changed while an evicted image uses it (`users`), so what is restored is
 /// exactly what was evicted.
 struct Top {
@@ -151,7 +151,8 @@ struct InlineEntry {
 }
 
 /// Makes a green thread's coroutine from its closure at the address given
-/// (moving the closure out, or only its address onto the new stack).
+/// (an entry block, or an inline entry's word), handing the closure to the
+/// first run through `STARTING`.
 type Make = unsafe fn(*mut u8, GreenStack) -> Coroutine;
 
 /// The start of a block that holds a green thread's entry: the function that
@@ -520,7 +521,7 @@ impl ExecStack {
     ///
     /// `guess`: a `Top` and length to try first (`(_, 0)`: none).
     fn share_top(&mut self, live: usize, guess: (usize, usize)) -> Option<(usize, usize)> {
-        let most = (live - 16).min(TOP_MAX) & !15;
+        let most = live.saturating_sub(16).min(TOP_MAX) & !15;
         if most < TOP_MIN {
             return None;
         }
