@@ -222,6 +222,13 @@ fn a_parked_green_thread_keeps_only_what_it_used() {
                 each > 0 && each < 4096,
                 "{each} bytes per parked green thread"
             );
+            // Sleepers of one kind share their stack tops: each keeps less
+            // than it used.
+            let (_, used) = greenhub::testing::evicted_stack_images();
+            assert!(
+                bytes < used,
+                "they keep {bytes} of the {used} bytes they used"
+            );
             greenhub::kill_all(&handles);
         })
         .unwrap();
@@ -250,6 +257,30 @@ fn pinned_keeps_a_green_thread_resident() {
             b.join().unwrap();
             // b shares a's execution stack, so it waited for a to unpin.
             assert_eq!(*order.borrow(), ["a parks pinned", "a unpins", "b runs"]);
+        })
+        .unwrap();
+}
+
+#[test]
+fn pinned_scopes_nest_to_a_clear_limit() {
+    compact(1)
+        .run(|| {
+            fn nest(depth: u32) -> u32 {
+                if depth == 0 {
+                    return 0;
+                }
+                greenhub::stack::pinned(|| nest(depth - 1) + 1)
+            }
+            // 255 deep is fine, and unpins all the way out.
+            assert_eq!(spawn(|| nest(255)).join().unwrap(), 255);
+            assert_eq!(spawn(|| nest(3)).join().unwrap(), 3);
+            // One more is a clear panic in that green thread, not a wrap.
+            let err = spawn(|| nest(256)).join().unwrap_err();
+            assert!(
+                err.panic_message()
+                    .is_some_and(|m| m.contains("nested more than 255 deep")),
+                "{err:?}"
+            );
         })
         .unwrap();
 }
