@@ -184,6 +184,10 @@ struct Task {
     header: Arc<Header>,
     suspender: Option<Suspender>,
     wait: Wait,
+    /// The timer of the park it is in, if it has one: here rather than in
+    /// the parked frame, whose bytes a compact stack keeps (and would then
+    /// differ from every other green thread's of its kind).
+    timer: Option<TimerKey>,
 }
 
 /// The shared execution stacks of a hub in compact mode.
@@ -232,9 +236,6 @@ pub(crate) struct Hub {
     current_header: Cell<*const Header>,
     current_suspender: Cell<Option<Suspender>>,
     next_timeout: Cell<u64>,
-    /// The time timers were last expired at: a green thread woken by its
-    /// timer finds its deadline passed without reading the clock again.
-    expired_at: Cell<Instant>,
     /// Registered I/O sources: while any exists, waiting is not a deadlock.
     reactor: reactor::Reactor,
     /// Headers of finished green threads that nothing refers to any more.
@@ -292,18 +293,20 @@ fn enter(suspender: Suspender) {
     });
 }
 
-/// After a wake of a sleeping green thread: parks it again while the wake
-/// came before the deadline and there is no kill or timeout to deliver.
-/// Out of line: most sleepers are woken by their deadline, and their parked
-/// frame need not hold what this loop needs.
+/// After a wake of a sleeping green thread: parks it again while its timer
+/// is pending (the wake came before the deadline; a sleep without one has
+/// none) and there is no kill or timeout to deliver. Out of line: most
+/// sleepers are woken by their timer, and their parked frame need not hold
+/// what this loop needs.
 #[inline(never)]
-fn sleep_on<const COMPACT: bool>(deadline: Option<Instant>) {
+fn sleep_on<const COMPACT: bool>() {
     let asleep = |hub: &Hub| {
         let (Some(header), Some(suspender)) = (hub.running(), hub.current_suspender.get()) else {
             return false;
         };
-        let passed = |d| hub.expired_at.get() >= d || Instant::now() >= d;
-        if header.cancel_pending() || deadline.is_some_and(passed) {
+        let timer = hub.tasks.borrow()[header.key as usize].timer;
+        let passed = timer.is_some_and(|timer| !hub.timers.borrow().is_pending(timer));
+        if header.cancel_pending() || passed {
             return false;
         }
         Hub::park_switch::<COMPACT>(header, suspender);
@@ -314,12 +317,13 @@ fn sleep_on<const COMPACT: bool>(deadline: Option<Instant>) {
 
 /// The end of a park: cancels its timer, delivers a kill or timeout.
 #[inline(never)]
-fn park_end(timer: Option<TimerKey>) {
+fn park_end() {
     with_hub(|hub| {
-        if let Some(timer) = timer {
-            hub.timers.borrow_mut().cancel(timer);
-        }
         if let Some(header) = hub.running() {
+            let timer = hub.tasks.borrow_mut()[header.key as usize].timer.take();
+            if let Some(timer) = timer {
+                hub.timers.borrow_mut().cancel(timer);
+            }
             Hub::deliver_cancel(header);
         }
     });
@@ -500,7 +504,6 @@ impl Hub {
             current_header: Cell::new(ptr::null()),
             current_suspender: Cell::new(None),
             next_timeout: Cell::new(1),
-            expired_at: Cell::new(Instant::now()),
             reactor: reactor::Reactor::default(),
             spare_headers: RefCell::new(Vec::new()),
             compact,
@@ -577,6 +580,7 @@ impl Hub {
             header: theirs,
             suspender: None,
             wait: Wait::local(&"start"),
+            timer: None,
         });
         drop(tasks);
         self.run_queue.borrow_mut().push_back(key);
@@ -838,27 +842,22 @@ impl Hub {
         wait: &Wait,
         deadline: Option<Instant>,
     ) {
-        let (timer, switch) = self.park_begin(wait, deadline);
-        if let Some(suspender) = switch {
+        if let Some(suspender) = self.park_begin(wait, deadline) {
             Self::switch_out::<COMPACT>(suspender);
         }
         if SLEEP {
-            sleep_on::<COMPACT>(deadline);
+            sleep_on::<COMPACT>();
         }
-        park_end(timer);
+        park_end();
     }
 
     /// The start of a park: delivers a pending kill or timeout, arms the
-    /// timer, records what the green thread waits for and moves it from
-    /// RUNNING to PARKED. Returns the timer, and the suspender to switch
-    /// out with (None if a wake came in while it ran: see `park_switch`).
+    /// timer, records what the green thread waits for (and its timer) and
+    /// moves it from RUNNING to PARKED. Returns the suspender to switch out
+    /// with (None if a wake came in while it ran: see `park_switch`).
     #[track_caller]
     #[inline(never)]
-    fn park_begin(
-        &self,
-        wait: &Wait,
-        deadline: Option<Instant>,
-    ) -> (Option<TimerKey>, Option<Suspender>) {
+    fn park_begin(&self, wait: &Wait, deadline: Option<Instant>) -> Option<Suspender> {
         let (header, suspender) = self.running_parts(wait.what);
         Self::deliver_cancel(header);
         let timer = deadline.map(|deadline| {
@@ -866,8 +865,12 @@ impl Hub {
                 .borrow_mut()
                 .insert(deadline, TimerAction::Wake(header.key))
         });
-        self.tasks.borrow_mut()[header.key as usize].wait = *wait;
-        (timer, Self::to_parked(header).then_some(suspender))
+        let mut tasks = self.tasks.borrow_mut();
+        let task = &mut tasks[header.key as usize];
+        task.wait = *wait;
+        task.timer = timer;
+        drop(tasks);
+        Self::to_parked(header).then_some(suspender)
     }
 
     /// Moves the running green thread from RUNNING to PARKED and switches
@@ -1091,7 +1094,6 @@ impl Hub {
             }
             self.drain_inbox();
             let now = Instant::now();
-            self.expired_at.set(now);
             self.expire_timers(now);
             if !self.run_queue.borrow().is_empty() {
                 if self.reactor.len() > 0 {

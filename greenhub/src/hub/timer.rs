@@ -153,6 +153,14 @@ impl<T> TimerWheel<T> {
         }
     }
 
+    /// Whether a timer is still pending (not fired, not cancelled). O(1).
+    pub(crate) fn is_pending(&self, key: TimerKey) -> bool {
+        let index = key.slot.get() - 1;
+        self.nodes
+            .get(index as usize)
+            .is_some_and(|node| node.generation == key.generation && node.value.is_some())
+    }
+
     /// Cancels a timer. O(1). Returns the value if the timer was still pending; `None`
     /// for stale keys (already fired or cancelled, even if the node was reused).
     pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<T> {
