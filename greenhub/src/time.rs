@@ -101,3 +101,48 @@ pub fn with_timeout<T>(duration: Duration, f: impl FnOnce() -> T) -> Result<T, E
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::{Duration, Instant};
+
+    /// A wake that comes before the deadline (a waker left from an earlier
+    /// wait, say) does not end a sleep: it parks again until its timer.
+    fn early_wakes_do_not_end_a_sleep(builder: crate::HubBuilder) {
+        builder
+            .run(|| {
+                let waker = Rc::new(RefCell::new(None));
+                let theirs = waker.clone();
+                let sleeper = crate::spawn(move || {
+                    *theirs.borrow_mut() = crate::hub::current_waker();
+                    let start = Instant::now();
+                    super::sleep(Duration::from_millis(30));
+                    start.elapsed()
+                });
+                crate::yield_now(); // the sleeper parks
+                for _ in 0..3 {
+                    waker.borrow().as_ref().expect("a waker").wake_by_ref();
+                    crate::yield_now();
+                }
+                let slept = sleeper.join().unwrap();
+                assert!(slept >= Duration::from_millis(30), "woke after {slept:?}");
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn early_wakes_do_not_end_a_sleep_dedicated() {
+        early_wakes_do_not_end_a_sleep(crate::HubBuilder::new());
+    }
+
+    #[test]
+    fn early_wakes_do_not_end_a_sleep_compact() {
+        // SAFETY: the test lends no stack memory to other threads or the
+        // kernel.
+        early_wakes_do_not_end_a_sleep(unsafe {
+            crate::HubBuilder::new().compact_stacks(1, 64 * 1024)
+        });
+    }
+}
