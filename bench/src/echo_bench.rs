@@ -366,6 +366,13 @@ fn cpus() -> Option<(usize, Vec<usize>)> {
 
 /// Pins the calling thread (and the threads it starts later) to `cpus`.
 /// Best effort: a failure leaves the thread where the scheduler puts it.
+/// Linux only (other systems have no affinity call of this kind: nothing is
+/// pinned there).
+#[cfg(not(target_os = "linux"))]
+fn pin(_cpus: &[usize]) {}
+
+/// See the other `pin`.
+#[cfg(target_os = "linux")]
 #[allow(unsafe_code)]
 fn pin(cpus: &[usize]) {
     // SAFETY: CPU_ZERO/CPU_SET write into the zeroed set we own;

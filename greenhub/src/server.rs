@@ -401,12 +401,14 @@ fn classify(e: &io::Error) -> OnError {
             | libc::EPROTO
             | libc::ENOPROTOOPT
             | libc::ENETDOWN
-            | libc::ENONET
             | libc::EHOSTDOWN
             | libc::EHOSTUNREACH
             | libc::ENETUNREACH
             | libc::EPERM,
         ) => OnError::RetryNow,
+        // Linux only ("machine is not on the network").
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        Some(libc::ENONET) => OnError::RetryNow,
         _ => match e.kind() {
             io::ErrorKind::ConnectionAborted | io::ErrorKind::Interrupted => OnError::RetryNow,
             io::ErrorKind::OutOfMemory => OnError::BackOffQuietly,

@@ -23,7 +23,9 @@ const MADV_GUARD_INSTALL: libc::c_int = 102;
 
 /// How guard pages are installed on this machine, found out on first use.
 const GUARD_UNKNOWN: u8 = 0;
+#[cfg(target_os = "linux")]
 const GUARD_PROCESS_MADVISE: u8 = 1;
+#[cfg(target_os = "linux")]
 const GUARD_MADVISE: u8 = 2;
 const GUARD_MPROTECT: u8 = 3;
 static GUARD_METHOD: AtomicU8 = AtomicU8::new(GUARD_UNKNOWN);
@@ -88,6 +90,8 @@ pub(crate) fn trim(addr: usize, len: usize) {
 
 /// Makes each `[start, start+len)` inaccessible. Returns how many ranges from
 /// the front are guarded; on failure also the error (never a panic).
+// Elsewhere than on Linux only `mprotect` is left: the loop never loops.
+#[cfg_attr(not(target_os = "linux"), allow(clippy::never_loop))]
 pub(crate) fn install_guards(ranges: &[(usize, usize)]) -> (usize, Option<io::Error>) {
     loop {
         match GUARD_METHOD.load(Ordering::Relaxed) {
