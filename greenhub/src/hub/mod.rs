@@ -812,9 +812,8 @@ impl Hub {
 
     /// `park_current` for `sleep`: parks until `deadline` has passed (for
     /// ever if None), whatever wakes it before, or unwinds at a kill or a
-    /// timeout. The loop is in the parked frame, so that `sleep` hands over
-    /// with a tail call and a sleeping green thread keeps one frame of
-    /// greenhub's, not two.
+    /// timeout. `sleep` hands over with a tail call, so a sleeping green
+    /// thread keeps one frame of greenhub's (`park_in`) besides the switch.
     #[track_caller]
     #[inline]
     pub(crate) fn sleep_current(&self, deadline: Option<Instant>) {
@@ -831,10 +830,11 @@ impl Hub {
     ///
     /// Its frame stays on the green thread's stack while it is parked, and
     /// a compact stack saves all of it: the bookkeeping is done in helpers
-    /// that have returned by the time it switches, and what follows the
-    /// switch finds the hub again through its thread-local, so only the
-    /// deadline and the timer key live here across the switch. One
-    /// instantiation per mode and kind: each keeps its own small frame.
+    /// that have returned by the time it switches, the timer key waits in
+    /// the task, and what follows the switch finds the hub again through its
+    /// thread-local, so nothing of its own lives here across the switch
+    /// (and parked green threads of one kind have the same frame here). One
+    /// instantiation per mode and kind.
     #[track_caller]
     #[inline(never)]
     fn park_in<const COMPACT: bool, const SLEEP: bool>(
