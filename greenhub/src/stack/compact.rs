@@ -69,6 +69,10 @@ pub(crate) struct ExecStack {
     /// still on the stack, and a restore that shares them need not copy
     /// them. 0 once anything else may have written the stack.
     on_top: u8,
+    /// What the last eviction that shared anything shared: the first guess
+    /// for an image that has not shared before (green threads of one kind
+    /// come in runs).
+    last_shared: u8,
 }
 
 impl ExecStack {
@@ -81,6 +85,7 @@ impl ExecStack {
             blocked: Vec::new(),
             tops: Vec::new(),
             on_top: 0,
+            last_shared: 0,
         }
     }
 
@@ -529,7 +534,10 @@ impl ExecStack {
         // SAFETY: [base - most, base) lies inside the occupant's live bytes
         // (most < live), mapped and not written while it is suspended.
         let last = unsafe { std::slice::from_raw_parts((base - most) as *const u8, most) };
-        let (index, n) = guess;
+        let (index, n) = match guess {
+            (_, 0) => shared_decode(self.last_shared),
+            guess => guess,
+        };
         if let Some(top) = self.tops.get_mut(index) {
             if n > 0 && n <= most.min(top.len) && top.bytes()[top.len - n..] == last[most - n..] {
                 top.users += 1;
@@ -568,6 +576,7 @@ impl ExecStack {
         }
         let (index, n) = best?;
         self.tops[index].users += 1;
+        self.last_shared = shared_code(index, n);
         Some((index, n))
     }
 }
