@@ -315,14 +315,17 @@ fn sleep_on<const COMPACT: bool>() {
     while with_hub(asleep) == Some(true) {}
 }
 
-/// The end of a park: cancels its timer, delivers a kill or timeout.
+/// The end of a park: cancels its timer (if it was `timed`), delivers a
+/// kill or timeout.
 #[inline(never)]
-fn park_end() {
+fn park_end(timed: bool) {
     with_hub(|hub| {
         if let Some(header) = hub.running() {
-            let timer = hub.tasks.borrow_mut()[header.key as usize].timer.take();
-            if let Some(timer) = timer {
-                hub.timers.borrow_mut().cancel(timer);
+            if timed {
+                let timer = hub.tasks.borrow_mut()[header.key as usize].timer.take();
+                if let Some(timer) = timer {
+                    hub.timers.borrow_mut().cancel(timer);
+                }
             }
             Hub::deliver_cancel(header);
         }
@@ -842,13 +845,16 @@ impl Hub {
         wait: &Wait,
         deadline: Option<Instant>,
     ) {
+        // A sleep is (almost always) timed: nothing to keep for it across
+        // the switch, where a compact stack would save it.
+        let timed = SLEEP || deadline.is_some();
         if let Some(suspender) = self.park_begin(wait, deadline) {
             Self::switch_out::<COMPACT>(suspender);
         }
         if SLEEP {
             sleep_on::<COMPACT>();
         }
-        park_end();
+        park_end(timed);
     }
 
     /// The start of a park: delivers a pending kill or timeout, arms the
