@@ -30,8 +30,8 @@
 //! [`switch`] measures the copying path of compact stacks on its own: two
 //! green threads on ONE execution stack, each with a live frame of a given
 //! size, switching back and forth; beside it, the same on dedicated stacks.
-//! [`switch_parked`] measures what a compact green thread keeps on the heap
-//! while parked in `sleep` or `Event::wait`.
+//! [`switch_parked`] measures the stack bytes a compact green thread used
+//! when it parked in `sleep` or `Event::wait`, and what it keeps on the heap.
 //!
 //! Tasks are spawned with `greenhub::Builder` so that running out of stacks is
 //! an error to report (a refusal), not a panic. Each function runs in a fresh
@@ -384,8 +384,9 @@ fn switch_run<const LIVE: usize>(round_trips: usize) -> Result<(Duration, (usize
     Ok((elapsed, image))
 }
 
-/// Switch, parked image: the stack bytes a green thread keeps on the heap
-/// while parked in `parked` (compact stacks only). On a hub with ONE shared
+/// Switch, parked image: the stack bytes a green thread used when it parked
+/// in `parked` (its image), and those it keeps on the heap (compact stacks
+/// only). On a hub with ONE shared
 /// execution stack ([`SWITCH_STACK_SIZE`]), a green thread parks (doing
 /// nothing else), a second one yields once and returns, taking the execution
 /// stack so that the parked one is evicted; the main green thread yields a

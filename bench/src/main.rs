@@ -21,8 +21,8 @@
 //!   shared execution stack, each holding a live frame of 64 B, 1 KiB or
 //!   4 KiB, switching with `yield_now`; time per round trip, beside the same
 //!   on dedicated stacks (no copying). greenhub's two systems only. With
-//!   greenhub-compact, also the stack bytes a green thread keeps while parked
-//!   in `sleep` or `Event::wait` (its image).
+//!   greenhub-compact, also the stack bytes a green thread uses (its image)
+//!   and keeps on the heap while parked in `sleep` or `Event::wait`.
 //! - **queue** (not in `talk`): queues between tasks (see `queue_bench`).
 //! - **echo** (not in `talk`): TCP echo servers under load, and their memory
 //!   per idle connection (see `echo_bench`); the servers run in child
@@ -107,8 +107,8 @@ usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn|switch|queue|echo> [--jso
              execution stack, each with a live frame of 64 B / 1 KiB / 4 KiB,
              switching with yield_now; time per round trip, beside the same
              on dedicated stacks (greenhub-compact and greenhub only); and
-             the stack bytes a compact green thread keeps while parked in
-             sleep / Event::wait
+             the stack bytes a compact green thread uses and keeps while
+             parked in sleep / Event::wait
   queue      (not in talk) ping-pong through two queues, and 1 producer /
              4 consumers through a bounded queue: greenhub's Queue, tokio's
              mpsc, crossbeam-channel between OS threads (system `threads`);

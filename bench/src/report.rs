@@ -20,7 +20,7 @@ pub enum Bench {
     Spawn,
     Switch,
     /// Part of the `switch` command: the stack bytes a compact green thread
-    /// keeps while parked in the given blocking point.
+    /// uses and keeps while parked in the given blocking point.
     SwitchParked(Parked),
     QueuePingPong,
     QueueThroughput,

@@ -69,7 +69,8 @@ pub(crate) struct Extra {
 
 // SAFETY: see the module docs: the packet is used only on its hub's thread,
 // and whatever it holds when the header is dropped elsewhere is `Send`
-// (wakers, empty vectors, an empty result slot).
+// (wakers, empty vectors) or never touched (a result slot, empty or holding
+// the leaked result of a forgotten handle: it has no drop).
 unsafe impl Send for Packet {}
 // SAFETY: as above: no two threads ever use a packet; the header around it
 // is shared only for its atomics.

@@ -327,9 +327,9 @@ impl<T> JoinHandle<T> {
         }
     }
 
-    /// The green thread's slab key in its hub.
-    pub(crate) fn key(&self) -> u32 {
-        self.header.key
+    /// The green thread's header.
+    pub(crate) fn header(&self) -> &Arc<Header> {
+        &self.header
     }
 }
 

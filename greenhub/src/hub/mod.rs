@@ -974,19 +974,23 @@ impl Hub {
         if finished {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
-            match &self.compact {
-                Some(compact) if compact.state.borrow().images[key as usize].is_compact() => {
-                    let state = &mut *compact.state.borrow_mut();
-                    let mut image =
-                        std::mem::replace(&mut state.images[key as usize], Image::dedicated());
-                    image.release(&mut state.arena);
-                    let exec = &mut state.execs[image.exec as usize];
-                    exec.occupant = None;
-                    exec.bound -= 1;
-                    // The stack is the execution stack's: nothing to give back.
-                    drop(co);
+            // A compact green thread leaves its place on an execution stack
+            // (whose stack is not given back); a dedicated one its stack.
+            let compact = self.compact.as_ref().is_some_and(|compact| {
+                let state = &mut *compact.state.borrow_mut();
+                let image = &mut state.images[key as usize];
+                if !image.is_compact() {
+                    return false;
                 }
-                _ => self.stacks.borrow_mut().put(co.into_stack()),
+                let mut image = std::mem::replace(image, Image::dedicated());
+                image.release(&mut state.arena);
+                let exec = &mut state.execs[image.exec as usize];
+                exec.occupant = None;
+                exec.bound -= 1;
+                true
+            });
+            if !compact {
+                self.stacks.borrow_mut().put(co.into_stack());
             }
             // No waker and no JoinHandle holds the header: keep it for the
             // next spawn (else the JoinHandle does, when it goes).
@@ -1170,7 +1174,7 @@ pub(crate) fn run<T: 'static>(
         main,
     )
     .map_err(Error::Io)?;
-    let main_header = hub.tasks.borrow()[handle.key() as usize].header.clone();
+    let main_header = handle.header().clone();
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let outcome = hub.run_until(&main_header);
         (outcome, hub.shutdown())

@@ -71,6 +71,16 @@ pub(crate) struct IoState {
     writers: Vec<Waker>,
 }
 
+impl IoState {
+    /// Who waits for `dir`.
+    fn waiters(&mut self, dir: Direction) -> &mut Vec<Waker> {
+        match dir {
+            Direction::Read => &mut self.readers,
+            Direction::Write => &mut self.writers,
+        }
+    }
+}
+
 /// The hub's registered sources.
 #[derive(Default)]
 pub(crate) struct Reactor {
@@ -94,10 +104,7 @@ impl Reactor {
         if io.ready & dir.bit() != 0 {
             return true;
         }
-        let list = match dir {
-            Direction::Read => &mut io.readers,
-            Direction::Write => &mut io.writers,
-        };
+        let list = io.waiters(dir);
         if !list.iter().any(|w| w.will_wake(waker)) {
             list.push(waker.clone());
         }
@@ -285,11 +292,7 @@ impl<S: AsRawFd> IoSource<S> {
         impl Drop for Leave<'_> {
             fn drop(&mut self) {
                 if let Some(io) = self.0.ios.borrow_mut().get_mut(self.1) {
-                    let list = match self.2 {
-                        Direction::Read => &mut io.readers,
-                        Direction::Write => &mut io.writers,
-                    };
-                    list.retain(|w| !w.will_wake(self.3));
+                    io.waiters(self.2).retain(|w| !w.will_wake(self.3));
                 }
             }
         }

@@ -54,7 +54,7 @@ const MAX_TICK: u64 = 1 << 62;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TimerKey {
     /// The node's index plus one: never zero, so that an `Option<TimerKey>`
-    /// is one word (a parked green thread keeps one in its frame).
+    /// is one word (every green thread's slab entry holds one).
     slot: NonZeroU32,
     generation: u32,
 }

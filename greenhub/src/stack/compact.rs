@@ -99,9 +99,8 @@ impl ExecStack {
 /// were `[base - len, base)`. Green threads of one kind start alike
 /// (corosensei's first frames, the spawn's entry), so an image whose last
 /// bytes equal a `Top`'s (compared exactly) leaves them out, and `restore`
-/// copies them back from here. A `Top` is never
-/// changed while an evicted image uses it (`users`), so what is restored is
-/// exactly what was evicted.
+/// copies them back from here. A `Top` is never changed while an evicted
+/// image uses it (`users`), so what is restored is exactly what was evicted.
 struct Top {
     /// The last `len` bytes of `bytes` are the top's.
     bytes: Box<[u8; TOP_MAX]>,
@@ -202,10 +201,8 @@ thread_local! {
 /// reused only when its image is evicted).
 unsafe fn make<S: FnOnce(Suspender) + 'static>(block: *mut u8, stack: GreenStack) -> Coroutine {
     STARTING.set(block.wrapping_add(entry_offset::<S>()));
-    Coroutine::new(stack, |suspender| {
-        // SAFETY: by the caller, STARTING points to a valid S for this run.
-        unsafe { call::<S>(suspender) }
-    })
+    // SAFETY: STARTING points to the valid S (by the caller).
+    unsafe { starting::<S>(stack) }
 }
 
 /// Makes the coroutine of a closure of at most a word from an inline entry.
@@ -218,8 +215,18 @@ unsafe fn make_inline<S: FnOnce(Suspender) + 'static>(at: *mut u8, stack: GreenS
     // SAFETY: by the caller, a word holding an S.
     INLINE.set(unsafe { at.cast::<MaybeUninit<usize>>().read() });
     STARTING.set(INLINE.with(|inline| inline.as_ptr().cast()));
+    // SAFETY: INLINE holds the S (by the caller), and STARTING points there.
+    unsafe { starting::<S>(stack) }
+}
+
+/// The coroutine whose first run moves the closure at STARTING out.
+///
+/// # Safety
+/// STARTING points to a valid `S`, unread, and the coroutine is the next
+/// one to run on this thread.
+unsafe fn starting<S: FnOnce(Suspender) + 'static>(stack: GreenStack) -> Coroutine {
     Coroutine::new(stack, |suspender| {
-        // SAFETY: as above: INLINE holds the S, and STARTING points there.
+        // SAFETY: by the caller, STARTING still points to that S.
         unsafe { call::<S>(suspender) }
     })
 }
