@@ -67,6 +67,55 @@ pub(crate) fn last_suspend_sp() -> usize {
     LAST_SP.with(Cell::get)
 }
 
+/// Zeroes the callee-saved registers that inline assembly may name (rbx
+/// and x19 are LLVM's own, and the frame pointers hold frame addresses,
+/// the same for every green thread). The compiler saves the caller's
+/// values around this, on the resumer's stack.
+#[inline(always)]
+fn clear_callee_saved() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: writes only registers declared as clobbered; no memory or
+    // stack effects.
+    unsafe {
+        std::arch::asm!(
+            "xor r12d, r12d",
+            "xor r13d, r13d",
+            "xor r14d, r14d",
+            "xor r15d, r15d",
+            out("r12") _,
+            out("r13") _,
+            out("r14") _,
+            out("r15") _,
+            options(nomem, nostack),
+        )
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: as above.
+    unsafe {
+        std::arch::asm!(
+            "mov x20, xzr",
+            "mov x21, xzr",
+            "mov x22, xzr",
+            "mov x23, xzr",
+            "mov x24, xzr",
+            "mov x25, xzr",
+            "mov x26, xzr",
+            "mov x27, xzr",
+            "mov x28, xzr",
+            out("x20") _,
+            out("x21") _,
+            out("x22") _,
+            out("x23") _,
+            out("x24") _,
+            out("x25") _,
+            out("x26") _,
+            out("x27") _,
+            out("x28") _,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+}
+
 /// The current stack pointer (a little above it where there is no way to
 /// read it exactly).
 #[inline(always)]
@@ -156,6 +205,20 @@ impl Coroutine {
     #[inline]
     pub(crate) fn resume(&mut self) -> bool {
         matches!(self.raw.resume(()), CoroutineResult::Return(()))
+    }
+
+    /// The first resume, with the callee-saved registers cleared first.
+    ///
+    /// A coroutine starts with whatever its resumer held in those registers,
+    /// and its first frames save them as they go: left alone, a compact
+    /// green thread's stack top would hold the hub's values of that moment
+    /// (its slab key, say), different for every green thread, and no two of
+    /// a kind would share their top bytes (see `stack::compact`). Cleared,
+    /// what the first frames save comes from the coroutine's own code.
+    #[inline(never)]
+    pub(crate) fn start(&mut self) -> bool {
+        clear_callee_saved();
+        self.resume()
     }
 
     /// Gives back the stack of a finished coroutine.

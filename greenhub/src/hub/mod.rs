@@ -605,11 +605,13 @@ impl Hub {
     }
 
     /// Compact mode: puts green thread `key`'s stack bytes on its execution
-    /// stack, evicting the occupant. False if the occupant is pinned: then
-    /// `key` waits on the execution stack's blocked list.
-    fn make_resident(&self, key: u32) -> bool {
+    /// stack, evicting the occupant. Whether it starts on it (a compact
+    /// green thread's first run); None if the occupant is pinned: then `key`
+    /// waits on the execution stack's blocked list.
+    #[inline]
+    fn make_resident(&self, key: u32) -> Option<bool> {
         let Some(compact) = &self.compact else {
-            return true;
+            return Some(false);
         };
         let state = &mut *compact.state.borrow_mut();
         let CompactState {
@@ -619,17 +621,17 @@ impl Hub {
         } = state;
         let image = &images[key as usize];
         if !image.is_compact() {
-            return true;
+            return Some(false);
         }
         let exec = &mut execs[image.exec as usize];
         let mut tasks = self.tasks.borrow_mut();
         match exec.occupant {
-            Some(occupant) if occupant == key => return true,
+            Some(occupant) if occupant == key => return Some(false),
             Some(occupant) => {
                 let image = &mut images[occupant as usize];
                 if image.pinned > 0 {
                     exec.blocked.push(key);
-                    return false;
+                    return None;
                 }
                 // A parked occupant shares its stack top with its kind; a
                 // runnable one (it yielded, or was woken) is back soon, and
@@ -646,7 +648,8 @@ impl Hub {
         }
         let task = &mut tasks[key as usize];
         let image = &mut images[key as usize];
-        if image.unstarted() {
+        let starting = image.unstarted();
+        if starting {
             // First run: making the coroutine writes its first frame.
             exec.starting();
             task.co = Some(image.start(exec.stack.share()));
@@ -656,7 +659,7 @@ impl Hub {
         exec.occupant = Some(key);
         exec.stack
             .set_owner(task.header.id, task.header.name.as_deref());
-        true
+        Some(starting)
     }
 
     /// Compact mode: how many green threads are evicted, the stack bytes
@@ -952,9 +955,10 @@ impl Hub {
 
     /// Runs one green thread until it parks, yields or finishes.
     fn resume(&self, key: u32) {
-        if self.compact.is_some() && !self.make_resident(key) {
-            return; // waits for a pinned occupant (see `pin`)
-        }
+        let starting = match self.make_resident(key) {
+            Some(starting) => starting,
+            None => return, // waits for a pinned occupant (see `pin`)
+        };
         let mut co = {
             let mut tasks = self.tasks.borrow_mut();
             let task = &mut tasks[key as usize];
@@ -967,7 +971,7 @@ impl Hub {
                 .expect("a queued green thread has its coroutine")
         };
         self.current.set(Some(key));
-        let finished = co.resume();
+        let finished = if starting { co.start() } else { co.resume() };
         self.current.set(None);
         self.current_header.set(ptr::null());
         self.current_suspender.set(None);
