@@ -436,20 +436,27 @@ impl Image {
             None
         };
         let len = live - shared.map_or(0, |(_, n)| n);
+        // All of it shared (a sleeper of a common kind): no block at all.
         let block = match self.take_block() {
-            Some(block) if fits(block.capacity(), len) => block,
-            Some(other) => {
-                arena.free(other);
-                alloc(arena, len)
+            Some(block) if len > 0 && fits(block.capacity(), len) => Some(block),
+            other => {
+                if let Some(other) = other {
+                    arena.free(other);
+                }
+                (len > 0).then(|| alloc(arena, len))
             }
-            None => alloc(arena, len),
         };
-        // SAFETY: [base - live, base - live + len) lies inside the execution
-        // stack (`suspended` clamped it above the guard page), which is
-        // mapped and which nothing else uses while its occupant is suspended
-        // and the hub runs; the block has room for len bytes and is ours.
-        unsafe { std::ptr::copy_nonoverlapping((base - live) as *const u8, block.as_ptr(), len) };
-        self.store = Store::block(Some(block));
+        if let Some(block) = &block {
+            // SAFETY: [base - live, base - live + len) lies inside the
+            // execution stack (`suspended` clamped it above the guard page),
+            // which is mapped and which nothing else uses while its occupant
+            // is suspended and the hub runs; the block has room for len
+            // bytes and is ours.
+            unsafe {
+                std::ptr::copy_nonoverlapping((base - live) as *const u8, block.as_ptr(), len)
+            };
+        }
+        self.store = Store::block(block);
         self.shared = shared.map_or(0, |(index, n)| shared_code(index, n));
         exec.on_top = self.shared;
         len
@@ -458,19 +465,21 @@ impl Image {
     /// Copies the saved bytes back to the same addresses.
     pub(crate) fn restore(&mut self, exec: &mut ExecStack, arena: &mut ImageArena) {
         debug_assert!(!self.unstarted());
-        let block = self
-            .block()
-            .expect("an evicted green thread has its bytes in a block");
         let live = self.live as usize;
         let base = exec.stack.base();
         let (index, shared) = shared_decode(self.shared);
         let len = live - shared;
-        debug_assert!(len <= block.capacity() && base - live >= exec.stack.lowest_usable());
-        // SAFETY: [base - live, base) lies inside the execution stack, the
-        // region this image was evicted from; no green thread runs on the
-        // stack now (the previous occupant was evicted first); the block
-        // holds the first len bytes saved then.
-        unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), (base - live) as *mut u8, len) };
+        if len > 0 {
+            let block = self
+                .block()
+                .expect("an evicted green thread has its unshared bytes in a block");
+            debug_assert!(len <= block.capacity() && base - live >= exec.stack.lowest_usable());
+            // SAFETY: [base - live, base) lies inside the execution stack,
+            // the region this image was evicted from; no green thread runs
+            // on the stack now (the previous occupant was evicted first); the
+            // block holds the first len bytes saved then.
+            unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), (base - live) as *mut u8, len) };
+        }
         let (on_index, on_top) = shared_decode(std::mem::take(&mut exec.on_top));
         if shared > 0 {
             let top = &mut exec.tops[index];
@@ -511,35 +520,30 @@ impl Image {
     }
 
     /// An evicted image's bytes: (kept in its block, used on the stack: the
-    /// kept ones and the top bytes it shares). None if it holds none (it
-    /// has not run yet); the caller knows whether it is resident (then a
-    /// kept block is spare, and this means nothing).
+    /// kept ones and the top bytes it shares). None if it has not suspended
+    /// yet; the caller knows whether it is resident (then this means
+    /// nothing).
     pub(crate) fn saved(&self) -> Option<(usize, usize)> {
-        match self.block() {
-            Some(_) if !self.unstarted() => {
-                let live = self.live as usize;
-                Some((live - shared_decode(self.shared).1, live))
-            }
-            _ => None,
-        }
+        let live = self.live as usize;
+        (!self.unstarted() && live > 0).then(|| (live - shared_decode(self.shared).1, live))
     }
 }
 
 impl ExecStack {
     /// For an eviction of `live` bytes of the suspended occupant: the `Top`
     /// whose bytes its last ones equal, and how many of them (a multiple of
-    /// 16, less than `live`), now used by the image; or a new `Top` made of
+    /// 16, at most `live`), now used by the image; or a new `Top` made of
     /// its last bytes, if there is room; or None.
     ///
     /// `guess`: a `Top` and length to try first (`(_, 0)`: none).
     fn share_top(&mut self, live: usize, guess: (usize, usize)) -> Option<(usize, usize)> {
-        let most = live.saturating_sub(16).min(TOP_MAX) & !15;
+        let most = live.min(TOP_MAX) & !15;
         if most < TOP_MIN {
             return None;
         }
         let base = self.stack.base();
         // SAFETY: [base - most, base) lies inside the occupant's live bytes
-        // (most < live), mapped and not written while it is suspended.
+        // (most <= live), mapped and not written while it is suspended.
         let last = unsafe { std::slice::from_raw_parts((base - most) as *const u8, most) };
         let (index, n) = match guess {
             (_, 0) => shared_decode(self.last_shared),
