@@ -180,9 +180,9 @@ impl<T> JoinHandle<T> {
 
     /// Takes the result if the green thread has finished.
     pub(crate) fn take_result(&self) -> Option<Result<T, JoinError>> {
-        // SAFETY: the body of this spawn left a Result<T, JoinError> (the
+        // SAFETY: the body of this spawn left a Kept<T> (the
         // handle's T: `spawn_on` made both).
-        unsafe { self.packet().take_result::<Result<T, JoinError>>() }
+        unsafe { self.packet().take_result::<Kept<T>>() }.map(unkeep)
     }
 
     /// Registers `f` to run when the green thread finishes, with its result
@@ -241,7 +241,7 @@ impl<T> JoinHandle<T> {
                 if let Some(result) = self.1.take() {
                     // SAFETY: the type the body of this spawn put (see
                     // `take_result`).
-                    unsafe { self.0.put_result::<Result<T, JoinError>>(result) };
+                    unsafe { self.0.put_result::<Kept<T>>(keep(result)) };
                 }
             }
         }
@@ -563,9 +563,9 @@ fn finish<T: 'static>(result: Result<T, JoinError>) {
     // Links added while a green-local value's destructor parked.
     run_links(header, packet, &result);
     if packet.handle_alive.get() {
-        // SAFETY: the JoinHandle of this spawn takes a Result<T, JoinError>
+        // SAFETY: the JoinHandle of this spawn takes a Kept<T>
         // (`spawn_on` made both with the same T).
-        unsafe { packet.put_result::<Result<T, JoinError>>(result) };
+        unsafe { packet.put_result::<Kept<T>>(keep(result)) };
         packet.ready.set(true);
     } else {
         if let Err(err @ JoinError::Panicked(_)) = &result {
@@ -589,6 +589,26 @@ fn finish<T: 'static>(result: Result<T, JoinError>) {
             waker.wake();
         }
     }
+}
+
+/// A green thread's result as its packet keeps it: a failure in one word
+/// (a panic's payload boxed once more; None: killed), so that `()` and
+/// other results of up to a word fit the packet's two-word slot, rather than
+/// a box of their own each (`Result<(), JoinError>` takes three words).
+type Kept<T> = Result<T, Option<Box<Box<dyn Any + Send>>>>;
+
+fn keep<T>(result: Result<T, JoinError>) -> Kept<T> {
+    result.map_err(|err| match err {
+        JoinError::Panicked(payload) => Some(Box::new(payload)),
+        JoinError::Killed => None,
+    })
+}
+
+fn unkeep<T>(kept: Kept<T>) -> Result<T, JoinError> {
+    kept.map_err(|err| match err {
+        Some(payload) => JoinError::Panicked(*payload),
+        None => JoinError::Killed,
+    })
 }
 
 /// Registers `waker` to be woken when the green thread finishes.
