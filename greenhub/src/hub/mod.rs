@@ -60,7 +60,11 @@ const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
 /// Headers kept for reuse (about 100 bytes each, with their packet).
 const MAX_SPARE_HEADERS: usize = 65_536;
 
+/// The next block of green thread ids to hand out (`Hub::next_id`).
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Ids a hub takes from `NEXT_ID` at a time: one atomic step per this many
+/// spawns, not one per spawn.
+const ID_BLOCK: u64 = 1024;
 
 /// The unwind payload of a killed green thread.
 pub(crate) struct Killed;
@@ -240,6 +244,8 @@ pub(crate) struct Hub {
     reactor: reactor::Reactor,
     /// Headers of finished green threads that nothing refers to any more.
     spare_headers: RefCell<Vec<Arc<Header>>>,
+    /// The ids this hub has taken and not handed out yet: `next..end`.
+    ids: Cell<(u64, u64)>,
     compact: Option<Compact>,
 }
 
@@ -509,6 +515,7 @@ impl Hub {
             next_timeout: Cell::new(1),
             reactor: reactor::Reactor::default(),
             spare_headers: RefCell::new(Vec::new()),
+            ids: Cell::new((0, 0)),
             compact,
         })
     }
@@ -532,7 +539,7 @@ impl Hub {
                 Some(self.stacks.borrow_mut().get(size)?)
             }
         };
-        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let id = self.next_id();
         let mut tasks = self.tasks.borrow_mut();
         let entry = tasks.vacant_entry();
         let key = entry.key() as u32;
@@ -588,6 +595,17 @@ impl Hub {
         drop(tasks);
         self.run_queue.borrow_mut().push_back(key);
         Ok(header)
+    }
+
+    /// A new green thread id: unique in the process, increasing in a hub.
+    fn next_id(&self) -> u64 {
+        let (mut next, mut end) = self.ids.get();
+        if next == end {
+            next = NEXT_ID.fetch_add(ID_BLOCK, Ordering::Relaxed);
+            end = next + ID_BLOCK;
+        }
+        self.ids.set((next + 1, end));
+        next
     }
 
     /// Keeps the header of a finished green thread for the next spawn, if
