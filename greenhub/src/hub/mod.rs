@@ -29,8 +29,10 @@
 //! only this hub can wake (a join of a local green thread), or no other OS
 //! thread exists, `run` returns [`Error::Deadlock`] naming who waits on what.
 
+mod ahead;
 mod ending;
 pub(crate) mod reactor;
+mod table;
 pub(crate) mod timer;
 mod waker;
 
@@ -42,7 +44,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use std::{fmt, io};
 
-use slab::Slab;
+use ahead::AheadVec;
+use table::Table;
 
 use crate::coroutine::{Coroutine, Suspender};
 use crate::stack::{ExecStack, Image, ImageArena, StackPool};
@@ -216,7 +219,7 @@ struct CompactState {
     /// Per slab key: where a compact green thread runs and its saved bytes.
     /// Beside the slab rather than in it, so that a dedicated green thread's
     /// entry stays small.
-    images: Vec<Image>,
+    images: AheadVec<Image>,
     /// Where evicted images keep their bytes.
     arena: ImageArena,
 }
@@ -226,7 +229,7 @@ struct CompactState {
 pub(crate) struct Hub {
     shared: Arc<Shared>,
     config: Config,
-    tasks: RefCell<Slab<Task>>,
+    tasks: RefCell<Table<Task>>,
     run_queue: RefCell<VecDeque<u32>>,
     timers: RefCell<TimerWheel<TimerAction>>,
     stacks: RefCell<StackPool>,
@@ -485,7 +488,7 @@ impl Hub {
                 Some(Compact {
                     state: RefCell::new(CompactState {
                         execs,
-                        images: Vec::new(),
+                        images: AheadVec::new(),
                         arena: ImageArena::new(),
                     }),
                     depth,
@@ -504,7 +507,7 @@ impl Hub {
             }),
             stacks: RefCell::new(stacks),
             config,
-            tasks: RefCell::new(Slab::new()),
+            tasks: RefCell::new(Table::new()),
             run_queue: RefCell::new(VecDeque::new()),
             timers: RefCell::new(TimerWheel::new(Instant::now())),
             poll: RefCell::new(poll),
@@ -541,8 +544,7 @@ impl Hub {
         };
         let id = self.next_id();
         let mut tasks = self.tasks.borrow_mut();
-        let entry = tasks.vacant_entry();
-        let key = entry.key() as u32;
+        let key = tasks.vacant_key() as u32;
         let header = match self.spare_headers.borrow_mut().pop() {
             Some(mut header) => {
                 // A spare has no other reference (see `recycle`): reset it.
@@ -580,12 +582,10 @@ impl Hub {
         };
         if let Some(compact) = &self.compact {
             let images = &mut compact.state.borrow_mut().images;
-            if images.len() <= key as usize {
-                images.resize_with(key as usize + 1, Image::dedicated);
-            }
+            images.grow_to(key as usize + 1, Image::dedicated);
             images[key as usize] = image;
         }
-        entry.insert(Task {
+        tasks.insert(Task {
             co,
             header: theirs,
             suspender: None,

@@ -29,6 +29,8 @@
 //! even after the node has been reused.
 
 use std::num::NonZeroU32;
+
+use super::ahead::AheadVec;
 use std::time::{Duration, Instant};
 
 /// log2 of the number of slots per level.
@@ -91,7 +93,7 @@ pub(crate) struct TimerWheel<T> {
     /// Every tick `< elapsed` has been processed; every entry in a wheel slot or in
     /// the overflow list has `when >= elapsed`, every entry in `DUE` has `when < elapsed`.
     elapsed: u64,
-    nodes: Vec<Node<T>>,
+    nodes: AheadVec<Node<T>>,
     free: u32,
     len: usize,
     lists: Vec<List>,
@@ -109,7 +111,7 @@ impl<T> TimerWheel<T> {
         TimerWheel {
             origin,
             elapsed: 0,
-            nodes: Vec::new(),
+            nodes: AheadVec::new(),
             free: NIL,
             len: 0,
             lists: vec![EMPTY; NUM_LISTS],

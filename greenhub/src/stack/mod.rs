@@ -63,7 +63,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) use compact::{ExecStack, Image};
 pub(crate) use images::{Block, ImageArena};
 pub(crate) use overflow::{ensure_alt_stack, install_overflow_handler};
-pub(crate) use sys::force_mprotect_guards;
+pub(crate) use sys::{force_mprotect_guards, populate};
 
 /// Bytes at the top of each slot that describe its green thread.
 const HEADER_SIZE: usize = 64;

@@ -7,7 +7,8 @@
 //!   touch faults with SIGSEGV (or SIGBUS), and reports how many ranges (from
 //!   the front) it guarded before failing;
 //! - [`trim`] gives the pages of a range back to the kernel (they read as zero
-//!   afterwards); [`release`] unmaps what [`reserve`] mapped.
+//!   afterwards); [`release`] unmaps what [`reserve`] mapped;
+//! - [`populate`] makes a range's pages resident ahead of use, where it can.
 //!
 //! Every function is safe to call: each takes ranges that the caller owns and
 //! nothing else points into (that is the caller's invariant, stated on the
@@ -86,6 +87,29 @@ pub(crate) fn trim(addr: usize, len: usize) {
     // SAFETY: the caller owns the range and no live data is in it (the stack
     // is free); MADV_DONTNEED on private anonymous memory only zeroes it.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+}
+
+/// Makes the pages of `[addr, addr+len)` resident and writable without
+/// touching their bytes (Linux 5.14+: `MADV_POPULATE_WRITE`), so that the
+/// first writes there take no page fault. False if the system cannot (an
+/// older kernel, another system); a failure for want of memory is left to
+/// the first touch, as if this had not been called.
+pub(crate) fn populate(addr: usize, len: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        /// `MADV_POPULATE_WRITE`, which the libc crate lacks on some targets.
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        // SAFETY: the caller owns the range (part of a live allocation of
+        // its own); populating changes no byte of it (each page reads as it
+        // did, zero if it was never touched).
+        let done = unsafe { libc::madvise(addr as *mut libc::c_void, len, MADV_POPULATE_WRITE) };
+        done == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (addr, len);
+        false
+    }
 }
 
 /// Makes each `[start, start+len)` inaccessible. Returns how many ranges from
