@@ -43,6 +43,8 @@ pub(crate) struct AheadVec<T> {
     items: Vec<T>,
     /// Bytes from the allocation's start populated (or touched) so far.
     populated: usize,
+    /// The length past which a push has work to do (grow, or populate).
+    watch: usize,
 }
 
 impl<T> AheadVec<T> {
@@ -50,18 +52,25 @@ impl<T> AheadVec<T> {
         AheadVec {
             items: Vec::new(),
             populated: 0,
+            watch: 0,
         }
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, item: T) {
-        self.make_room(1);
+        if self.items.len() >= self.watch {
+            self.make_room(1);
+        }
         self.items.push(item);
     }
 
     /// Grows to `len` entries made by `f` (never shrinks).
+    #[inline]
     pub(crate) fn grow_to(&mut self, len: usize, f: impl FnMut() -> T) {
         if len > self.items.len() {
-            self.make_room(len - self.items.len());
+            if len > self.watch {
+                self.make_room(len - self.items.len());
+            }
             self.items.resize_with(len, f);
         }
     }
@@ -69,12 +78,28 @@ impl<T> AheadVec<T> {
     /// Empties it, handing the entries over.
     pub(crate) fn take(&mut self) -> Vec<T> {
         self.populated = 0;
+        self.watch = 0;
         std::mem::take(&mut self.items)
     }
 
     /// Makes room for `more` entries, and populates the next window when
-    /// the entries near the end of the populated ones.
+    /// the entries near the end of the populated ones; sets `watch`.
+    #[cold]
     fn make_room(&mut self, more: usize) {
+        self.populate_ahead(more);
+        let size = std::mem::size_of::<T>().max(1);
+        let end = self.items.capacity() * size;
+        self.watch = self.items.capacity();
+        if end >= MIN_TABLE && self.populated < end && !UNSUPPORTED.load(Ordering::Relaxed) {
+            // `populate_ahead`'s test, for the length reached meanwhile (its
+            // window grows with the length: at worst a few calls too early).
+            let window = (self.items.len() * size / 16).clamp(MIN_WINDOW, MAX_WINDOW);
+            let soon = self.populated.saturating_sub(window / 2) / size;
+            self.watch = self.watch.min(soon.max(self.items.len()));
+        }
+    }
+
+    fn populate_ahead(&mut self, more: usize) {
         let size = std::mem::size_of::<T>();
         if self.items.capacity() - self.items.len() < more {
             let len = self.items.len();
