@@ -113,6 +113,10 @@ struct Top {
 const TOPS: usize = 8;
 /// The most top bytes compared and shared (a multiple of 16).
 const TOP_MAX: usize = 256;
+/// The largest block a resident green thread keeps for its next eviction:
+/// 4,368 bytes of frames (a 4 KiB buffer and the switch) need not be
+/// allocated and freed at every switch.
+const KEEP_MAX: usize = 16 * 1024;
 /// A match shorter than this is not worth a `Top` (a multiple of 16).
 const TOP_MIN: usize = 48;
 
@@ -502,9 +506,10 @@ impl Image {
             // `shared` stays, as the guess for the next eviction (`saved`
             // does not count it while resident).
         }
-        // Keep a small block for the next eviction; give back a big one (a
-        // deep call chain once is no reason to hold it).
-        if self.block().is_some_and(|block| block.capacity() > 4096) {
+        // Keep the block for the next eviction (a resident green thread holds
+        // one: one per execution stack at most), unless it is one of the
+        // arena's largest (a deep call chain once is no reason to hold it).
+        if self.block().is_some_and(|block| block.capacity() > KEEP_MAX) {
             self.release(arena);
         }
     }
