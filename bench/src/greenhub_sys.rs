@@ -29,7 +29,8 @@
 //!
 //! [`switch`] measures the copying path of compact stacks on its own: two
 //! green threads on ONE execution stack, each with a live frame of a given
-//! size, switching back and forth; beside it, the same on dedicated stacks.
+//! size, switching back and forth; beside it, the same on dedicated stacks,
+//! and the least its copying can cost (`copy_floor`).
 //! [`switch_parked`] measures the stack bytes a compact green thread used
 //! when it parked in `sleep` or `Event::wait`, and what it keeps on the heap.
 //!
@@ -341,8 +342,39 @@ pub fn switch(stacks: Stacks, live: usize, round_trips: usize) {
         }
         metrics.push(("image_bytes", report::Value::Int(image.0 as i64)));
         metrics.push(("kept_bytes", report::Value::Int(image.1 as i64)));
+        let floor = copy_floor(image.0);
+        metrics.push((
+            "copy_floor_ns",
+            report::Value::float(floor.as_nanos() as f64 / f64::from(COPY_FLOOR_TRIPS), 1),
+        ));
     }
     emit_ok(None, &metrics);
+}
+
+/// Round trips [`copy_floor`] times.
+const COPY_FLOOR_TRIPS: u32 = 200_000;
+
+/// The least the copying of a compact round trip can cost on this machine:
+/// the time of `COPY_FLOOR_TRIPS` rounds of its four copies of `image`
+/// bytes (each side out of the execution stack, the other's back onto it),
+/// memcpy alone, all in cache as in the switch; the best of three tries.
+fn copy_floor(image: usize) -> Duration {
+    let mut stack = vec![0u8; image];
+    let (mut a, mut b) = (vec![1u8; image], vec![2u8; image]);
+    (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..COPY_FLOOR_TRIPS {
+                a.copy_from_slice(black_box(&stack));
+                stack.copy_from_slice(black_box(&b));
+                b.copy_from_slice(black_box(&stack));
+                stack.copy_from_slice(black_box(&a));
+            }
+            black_box((&stack, &a, &b));
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default()
 }
 
 /// One run of [`switch`] with a `LIVE`-byte frame, inside a hub: the time of

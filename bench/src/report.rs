@@ -1040,7 +1040,9 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
                  back; image: the stack bytes an evicted one used (its frames and the switch's\n\
                  own); kept: what it keeps on the heap (a parked one shares its top bytes with\n\
                  its kind; a runnable one, as here, keeps all of its image).\n\
-                 greenhub: dedicated stacks, nothing copied (the baseline); copying: the difference.";
+                 greenhub: dedicated stacks, nothing copied (the baseline); copying: the difference.\n\
+                 memcpy floor: the four copies of the image a round trip makes, timed alone (memcpy,\n\
+                 all in cache): the least the copying can cost on this machine.";
     let compact = systems.contains(&System::GreenhubCompact);
     let dedicated = systems.contains(&System::Greenhub);
     if !compact && !dedicated {
@@ -1059,6 +1061,9 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
     }
     if compact && dedicated {
         header.push("copying".into());
+    }
+    if compact {
+        header.push("memcpy floor".into());
     }
     let per_trip = |r: Option<&Record>| r.and_then(|r| r.metric("ns_per_round_trip"));
     let mut rows = Vec::new();
@@ -1087,6 +1092,12 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
                 (Some(c), Some(d)) => ns_label(c.as_f64() - d.as_f64()),
                 _ => "—".into(),
             });
+        }
+        if compact {
+            row.push(
+                c.and_then(|r| r.metric("copy_floor_ns"))
+                    .map_or_else(|| "—".into(), |v| ns_label(v.as_f64())),
+            );
         }
         rows.push(row);
     }
@@ -1376,7 +1387,21 @@ mod tests {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(
             cells,
-            ["1,024 B", "180.5 ns", "—", "—", "70.0 ns", "110.5 ns"]
+            ["1,024 B", "180.5 ns", "—", "—", "70.0 ns", "110.5 ns", "—"]
+        );
+        // A compact record with its image and memcpy floor fills those cells.
+        let mut full = rec(System::GreenhubCompact, 1024, 180.5);
+        if let Outcome::Measured(metrics) = &mut full.outcome {
+            metrics.push(("image_bytes".into(), Value::Int(1296)));
+            metrics.push(("kept_bytes".into(), Value::Int(1296)));
+            metrics.push(("copy_floor_ns".into(), Value::Float(64.9)));
+        }
+        let text = switch_table(&[full], &[System::GreenhubCompact], &[1024]);
+        let row = text.lines().find(|l| l.starts_with("1,024 B")).unwrap();
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(
+            cells,
+            ["1,024 B", "180.5 ns", "1,296 B", "1,296 B", "64.9 ns"]
         );
     }
 
