@@ -509,7 +509,10 @@ impl Image {
         // Keep the block for the next eviction (a resident green thread holds
         // one: one per execution stack at most), unless it is one of the
         // arena's largest (a deep call chain once is no reason to hold it).
-        if self.block().is_some_and(|block| block.capacity() > KEEP_MAX) {
+        if self
+            .block()
+            .is_some_and(|block| block.capacity() > KEEP_MAX)
+        {
             self.release(arena);
         }
     }
