@@ -22,13 +22,16 @@
 //! Green threads of one kind (one spawn's closure) start with the same
 //! frames, so their images end with the same bytes. Each execution stack
 //! keeps a few *tops*: the last bytes of an image as an eviction found them.
-//! A parked occupant's image is compared with them, and the longest common
-//! suffix (whole 16-byte steps) stays out of its block: it records which top
-//! and how much, and `restore` copies those bytes back from the top.
+//! A parked occupant's image is compared with them, 16 bytes at a time, and
+//! its last bytes that a top holds stay out of its block: it records which
+//! top and how many bytes, and keeps only the 16-byte *holes* where it
+//! differs (the few words that are its own: a pointer to its wait node, a
+//! counter) behind a mask. `restore` copies the top's bytes back, then the
+//! holes.
 //!
 //! ```text
-//!  image  [ own bytes ........ | same as top 2's last 128 B ]
-//!  block  [ own bytes ........ ]     + shared = (top 2, 128 B)
+//!  image  [ own bytes ... | top 2's last 464 B, but for 3 holes: x  x     x ]
+//!  block  [ own bytes ... | mask | x | x | x ]    + shared = (top 2, 464 B)
 //! ```
 //!
 //! The comparison is exact, and a top is overwritten only when no evicted
@@ -66,9 +69,11 @@ pub(crate) struct ExecStack {
     /// with the same bytes (see `Top`).
     tops: Vec<Top>,
     /// What the last eviction shared (`Image::shared`): those top bytes are
-    /// still on the stack, and a restore that shares them need not copy
-    /// them. 0 once anything else may have written the stack.
+    /// still on the stack, but for the holes in `on_top_holes` (its own
+    /// bytes), and a restore that shares them need not copy the rest. 0 once
+    /// anything else may have written the stack.
     on_top: u8,
+    on_top_holes: u32,
     /// What the last eviction that shared anything shared: the first guess
     /// for an image that has not shared before (green threads of one kind
     /// come in runs).
@@ -85,6 +90,7 @@ impl ExecStack {
             blocked: Vec::new(),
             tops: Vec::new(),
             on_top: 0,
+            on_top_holes: 0,
             last_shared: 0,
         }
     }
@@ -98,9 +104,10 @@ impl ExecStack {
 /// The top bytes of an execution stack as one eviction found them: `bytes()`
 /// were `[base - len, base)`. Green threads of one kind start alike
 /// (corosensei's first frames, the spawn's entry), so an image whose last
-/// bytes equal a `Top`'s (compared exactly) leaves them out, and `restore`
-/// copies them back from here. A `Top` is never changed while an evicted
-/// image uses it (`users`), so what is restored is exactly what was evicted.
+/// bytes equal a `Top`'s (compared exactly, but for its holes) leaves them
+/// out, and `restore` copies them back from here. A `Top` is never changed
+/// while an evicted image uses it (`users`), so what is restored is exactly
+/// what was evicted.
 struct Top {
     /// The last `len` bytes of `bytes` are the top's.
     bytes: Box<[u8; TOP_MAX]>,
@@ -111,14 +118,19 @@ struct Top {
 
 /// The most `Top`s an execution stack keeps.
 const TOPS: usize = 8;
-/// The most top bytes compared and shared (a multiple of 16).
-const TOP_MAX: usize = 256;
+/// The most top bytes compared and shared (a multiple of 16, at most 31 16-byte
+/// steps: `shared_code` keeps it in 5 bits, and a hole mask in a `u32`).
+const TOP_MAX: usize = 496;
 /// The largest block a resident green thread keeps for its next eviction:
 /// 4,368 bytes of frames (a 4 KiB buffer and the switch) need not be
 /// allocated and freed at every switch.
 const KEEP_MAX: usize = 16 * 1024;
-/// A match shorter than this is not worth a `Top` (a multiple of 16).
+/// Sharing that leaves out fewer bytes than this is not worth a `Top` (a
+/// multiple of 16).
 const TOP_MIN: usize = 48;
+/// `Image::live`'s top bit while evicted: its block holds holes (see
+/// `Image::evict`). Execution stacks are far smaller than 2 GiB.
+const HOLES: u32 = 1 << 31;
 
 /// A green thread's place in compact mode: which execution stack it is
 /// bound to, its entry until it first runs, and its saved stack bytes while
@@ -126,16 +138,16 @@ const TOP_MIN: usize = 48;
 /// so (`exec` is `DEDICATED`). 24 bytes.
 pub(crate) struct Image {
     /// Live bytes at its last suspension: `[base - live, base)` of its
-    /// execution stack. `UNSTARTED` or `UNSTARTED_INLINE` while it holds its
-    /// entry.
+    /// execution stack, and `HOLES` while evicted with holes. `UNSTARTED` or
+    /// `UNSTARTED_INLINE` while it holds its entry.
     live: u32,
     /// Index of its execution stack, or `DEDICATED`.
     pub(crate) exec: u16,
     /// Depth of `greenhub::stack::pinned` scopes: evicting is forbidden.
     pub(crate) pinned: u8,
     /// While evicted: 0, or which `Top` of its execution stack holds its
-    /// last bytes and how many (`shared_code`); the block holds the rest.
-    /// While resident: what it shared at its last eviction.
+    /// last bytes and how many (`shared_code`), but for its holes; the block
+    /// holds the rest. While resident: what it shared at its last eviction.
     shared: u8,
     /// Which field is in use, `live` says: `entry` while it is
     /// `UNSTARTED_INLINE`, else `block`.
@@ -400,8 +412,8 @@ impl Image {
         let live = stack.base() - from;
         self.live = u32::try_from(live)
             .ok()
-            .filter(|&live| live < UNSTARTED_INLINE)
-            .expect("an execution stack under 4 GiB");
+            .filter(|&live| live < HOLES)
+            .expect("an execution stack under 2 GiB");
         // Debug builds poison what lies below the saved range: were the
         // measured depth ever too small, the green thread would resume on
         // garbage and crash in the tests, rather than run on with bytes that
@@ -421,25 +433,30 @@ impl Image {
     /// enough, and not much bigger), but for the top bytes that one of the
     /// stack's `Top`s holds already, if it is to `share`. Returns how many
     /// bytes it saved.
+    ///
+    /// The block: the bytes below the shared ones, then, if the image has
+    /// holes in them, a 16-byte head holding the hole mask and the holes, in
+    /// mask order (bit `i`: the 16 bytes `16 * i` below the stack's base).
     pub(crate) fn evict(
         &mut self,
         exec: &mut ExecStack,
         arena: &mut ImageArena,
         share: bool,
     ) -> usize {
-        debug_assert!(!self.unstarted());
-        let stack = &exec.stack;
+        debug_assert!(!self.unstarted() && self.live & HOLES == 0);
         let live = self.live as usize;
-        let base = stack.base();
-        debug_assert!(live > 0 && base - live >= stack.lowest_usable());
+        let base = exec.stack.base();
+        debug_assert!(live > 0 && base - live >= exec.stack.lowest_usable());
         // What it shared last time is the first guess (a green thread
         // evicted again and again shares the same bytes).
-        let shared = if share {
+        let (index, n, holes) = if share {
             exec.share_top(live, shared_decode(self.shared))
+                .unwrap_or((0, 0, 0))
         } else {
-            None
+            (0, 0, 0)
         };
-        let len = live - shared.map_or(0, |(_, n)| n);
+        let below = live - n;
+        let len = kept_len(below, holes);
         // All of it shared (a sleeper of a common kind): no block at all.
         let block = match self.take_block() {
             Some(block) if len > 0 && fits(block.capacity(), len) => Some(block),
@@ -451,49 +468,83 @@ impl Image {
             }
         };
         if let Some(block) = &block {
-            // SAFETY: [base - live, base - live + len) lies inside the
-            // execution stack (`suspended` clamped it above the guard page),
-            // which is mapped and which nothing else uses while its occupant
-            // is suspended and the hub runs; the block has room for len
-            // bytes and is ours.
+            let to = block.as_ptr();
+            // SAFETY: [base - live, base) lies inside the execution stack
+            // (`suspended` clamped it above the guard page), which is mapped
+            // and which nothing else uses while its occupant is suspended and
+            // the hub runs; the block is ours and has room for `len` bytes:
+            // the `below` bytes, then (with holes) the head and one 16-byte
+            // step per hole, each hole inside [base - n, base).
             unsafe {
-                std::ptr::copy_nonoverlapping((base - live) as *const u8, block.as_ptr(), len)
-            };
+                std::ptr::copy_nonoverlapping((base - live) as *const u8, to, below);
+                if holes != 0 {
+                    let head = below.next_multiple_of(16);
+                    to.add(head).cast::<u32>().write_unaligned(holes);
+                    for (j, i) in bits(holes).enumerate() {
+                        let from = (base - 16 * (i + 1)) as *const u8;
+                        std::ptr::copy_nonoverlapping(from, to.add(head + 16 * (j + 1)), 16);
+                    }
+                }
+            }
         }
         self.store = Store::block(block);
-        self.shared = shared.map_or(0, |(index, n)| shared_code(index, n));
+        self.shared = if n > 0 { shared_code(index, n) } else { 0 };
+        if holes != 0 {
+            self.live |= HOLES;
+        }
         exec.on_top = self.shared;
+        exec.on_top_holes = holes;
         len
     }
 
     /// Copies the saved bytes back to the same addresses.
     pub(crate) fn restore(&mut self, exec: &mut ExecStack, arena: &mut ImageArena) {
         debug_assert!(!self.unstarted());
+        let holes_kept = self.live & HOLES != 0;
+        self.live &= !HOLES;
         let live = self.live as usize;
         let base = exec.stack.base();
         let (index, shared) = shared_decode(self.shared);
-        let len = live - shared;
-        if len > 0 {
-            let block = self
-                .block()
-                .expect("an evicted green thread has its unshared bytes in a block");
-            debug_assert!(len <= block.capacity() && base - live >= exec.stack.lowest_usable());
-            // SAFETY: [base - live, base) lies inside the execution stack,
-            // the region this image was evicted from; no green thread runs
-            // on the stack now (the previous occupant was evicted first); the
-            // block holds the first len bytes saved then.
-            unsafe { std::ptr::copy_nonoverlapping(block.as_ptr(), (base - live) as *mut u8, len) };
+        let below = live - shared;
+        debug_assert!(base - live >= exec.stack.lowest_usable());
+        let block = (below > 0 || holes_kept).then(|| {
+            self.block()
+                .expect("an evicted green thread has its unshared bytes in a block")
+                .as_ptr()
+        });
+        if let Some(from) = block {
+            // SAFETY: [base - live, base - shared) lies inside the execution
+            // stack, the region this image was evicted from; no green thread
+            // runs on the stack now (the previous occupant was evicted
+            // first); the block holds those bytes first (see `evict`).
+            unsafe { std::ptr::copy_nonoverlapping(from, (base - live) as *mut u8, below) };
         }
         let (on_index, on_top) = shared_decode(std::mem::take(&mut exec.on_top));
+        let on_holes = std::mem::take(&mut exec.on_top_holes);
         if shared > 0 {
             let top = &mut exec.tops[index];
+            let bytes = &top.bytes()[top.len - shared..];
             // The occupant just evicted left the same top bytes, or more of
-            // them, on the stack: they are in place already.
-            if on_index != index || on_top < shared {
-                let bytes = &top.bytes()[top.len - shared..];
+            // them, on the stack: in place already, but for its holes.
+            if on_index == index && on_top >= shared {
+                for i in bits(on_holes).take_while(|&i| 16 * i < shared) {
+                    let at = shared - 16 * (i + 1);
+                    // SAFETY: [base - 16 (i + 1), base - 16 i) lies inside
+                    // [base - shared, base), as above; `at` indexes the same
+                    // 16 bytes of the top's.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            bytes.as_ptr().add(at),
+                            (base - 16 * (i + 1)) as *mut u8,
+                            16,
+                        )
+                    };
+                }
+            } else {
                 // SAFETY: as above, for [base - shared, base), the last bytes
-                // at eviction, which equalled these (unchanged since: the
-                // top has a user, this image, until now).
+                // at eviction, which equalled these but for the holes
+                // (unchanged since: the top has a user, this image, until
+                // now).
                 unsafe {
                     std::ptr::copy_nonoverlapping(
                         bytes.as_ptr(),
@@ -503,6 +554,22 @@ impl Image {
                 };
             }
             top.users -= 1;
+            if let (true, Some(from)) = (holes_kept, block) {
+                let head = below.next_multiple_of(16);
+                // SAFETY: the block holds the head (a hole mask) and the
+                // holes after the `below` bytes (see `evict`); each hole
+                // lies inside [base - shared, base).
+                unsafe {
+                    let holes = from.add(head).cast::<u32>().read_unaligned();
+                    for (j, i) in bits(holes).enumerate() {
+                        std::ptr::copy_nonoverlapping(
+                            from.add(head + 16 * (j + 1)),
+                            (base - 16 * (i + 1)) as *mut u8,
+                            16,
+                        );
+                    }
+                }
+            }
             // `shared` stays, as the guess for the next eviction (`saved`
             // does not count it while resident).
         }
@@ -532,19 +599,39 @@ impl Image {
     /// yet; the caller knows whether it is resident (then this means
     /// nothing).
     pub(crate) fn saved(&self) -> Option<(usize, usize)> {
-        let live = self.live as usize;
-        (!self.unstarted() && live > 0).then(|| (live - shared_decode(self.shared).1, live))
+        if self.unstarted() || self.live & !HOLES == 0 {
+            return None;
+        }
+        let live = (self.live & !HOLES) as usize;
+        let below = live - shared_decode(self.shared).1;
+        let holes = match self.block() {
+            Some(block) if self.live & HOLES != 0 => {
+                // SAFETY: an image evicted with holes keeps their mask in its
+                // block, `below` bytes in (rounded up to 16; see `evict`).
+                unsafe {
+                    block
+                        .as_ptr()
+                        .add(below.next_multiple_of(16))
+                        .cast::<u32>()
+                        .read_unaligned()
+                }
+            }
+            _ => 0,
+        };
+        Some((kept_len(below, holes), live))
     }
 }
 
 impl ExecStack {
     /// For an eviction of `live` bytes of the suspended occupant: the `Top`
-    /// whose bytes its last ones equal, and how many of them (a multiple of
-    /// 16, at most `live`), now used by the image; or a new `Top` made of
-    /// its last bytes, if there is room; or None.
+    /// that holds most of its last bytes, how many of them the image shares
+    /// (a multiple of 16, at most `live`), and its holes there (bit `i`: the
+    /// 16 bytes `16 * i` below the base differ); the top is now used by the
+    /// image. Or a new `Top` made of its last bytes, if none saves enough and
+    /// there is room; or None.
     ///
-    /// `guess`: a `Top` and length to try first (`(_, 0)`: none).
-    fn share_top(&mut self, live: usize, guess: (usize, usize)) -> Option<(usize, usize)> {
+    /// `guess`: a `Top` to try first (`(_, 0)`: none).
+    fn share_top(&mut self, live: usize, guess: (usize, usize)) -> Option<(usize, usize, u32)> {
         let most = live.min(TOP_MAX) & !15;
         if most < TOP_MIN {
             return None;
@@ -553,50 +640,57 @@ impl ExecStack {
         // SAFETY: [base - most, base) lies inside the occupant's live bytes
         // (most <= live), mapped and not written while it is suspended.
         let last = unsafe { std::slice::from_raw_parts((base - most) as *const u8, most) };
-        let (index, n) = match guess {
+        let (guess, _) = match guess {
             (_, 0) => shared_decode(self.last_shared),
             guess => guess,
         };
-        if let Some(top) = self.tops.get_mut(index) {
-            if n > 0 && n <= most.min(top.len) && top.bytes()[top.len - n..] == last[most - n..] {
+        // The guess first: most often it holds all of it (one memcmp), or
+        // all but a few holes.
+        if let Some(top) = self.tops.get_mut(guess) {
+            let n = top.len.min(most);
+            if n > 0 && top.bytes()[top.len - n..] == last[most - n..] {
                 top.users += 1;
-                return Some((index, n));
+                return Some((guess, n, 0));
             }
         }
-        let mut best: Option<(usize, usize)> = None;
-        for (index, top) in self.tops.iter().enumerate() {
-            let n = common_suffix(top.bytes(), last);
-            if n >= TOP_MIN && best.is_none_or(|(_, m)| n > m) {
-                best = Some((index, n));
-                if n == top.len.min(most) {
-                    break; // all it could share
-                }
-            }
-        }
+        let mut best = self
+            .tops
+            .get(guess)
+            .map(|top| (guess, top.share(live, last)))
+            .filter(|&(_, (n, holes))| n > 0 && holes.count_ones() <= 4);
         if best.is_none() {
+            best = (0..self.tops.len())
+                .map(|index| (index, self.tops[index].share(live, last)))
+                .filter(|&(_, (n, _))| n > 0)
+                .min_by_key(|&(_, (n, holes))| kept_len(live - n, holes));
+        }
+        let saves = |(_, (n, holes)): (usize, (usize, u32))| live - kept_len(live - n, holes);
+        if best.is_none_or(|best| saves(best) < TOP_MIN) {
             // Remember these bytes, over a `Top` that no evicted image uses
             // or in a new one.
-            let index = match self.tops.iter().position(|top| top.users == 0) {
-                Some(index) => index,
+            let free = match self.tops.iter().position(|top| top.users == 0) {
+                Some(index) => Some(index),
                 None if self.tops.len() < TOPS => {
                     self.tops.push(Top {
                         bytes: Box::new([0; TOP_MAX]),
                         len: 0,
                         users: 0,
                     });
-                    self.tops.len() - 1
+                    Some(self.tops.len() - 1)
                 }
-                None => return None,
+                None => None,
             };
-            let top = &mut self.tops[index];
-            top.bytes[TOP_MAX - most..].copy_from_slice(last);
-            top.len = most;
-            best = Some((index, most));
+            if let Some(index) = free {
+                let top = &mut self.tops[index];
+                top.bytes[TOP_MAX - most..].copy_from_slice(last);
+                top.len = most;
+                best = Some((index, (most, 0)));
+            }
         }
-        let (index, n) = best?;
+        let (index, (n, holes)) = best.filter(|&best| saves(best) > 0)?;
         self.tops[index].users += 1;
         self.last_shared = shared_code(index, n);
-        Some((index, n))
+        Some((index, n, holes))
     }
 }
 
@@ -604,34 +698,57 @@ impl Top {
     fn bytes(&self) -> &[u8] {
         &self.bytes[TOP_MAX - self.len..]
     }
+
+    /// How an image of `live` bytes ending with `last` would share this top:
+    /// the bytes shared and the holes among them, whichever keeps less: all
+    /// of the top it overlaps, with holes, or their common suffix, without.
+    fn share(&self, live: usize, last: &[u8]) -> (usize, u32) {
+        let overlap = self.len.min(last.len());
+        let ours = &self.bytes()[self.len - overlap..];
+        let holes = holes(ours, &last[last.len() - overlap..]);
+        if holes == 0 {
+            return (overlap, 0);
+        }
+        let suffix = 16 * holes.trailing_zeros() as usize;
+        if kept_len(live - suffix, 0) <= kept_len(live - overlap, holes) {
+            (suffix, 0)
+        } else {
+            (overlap, holes)
+        }
+    }
 }
 
-/// How many bytes `a` and `b` end with in common, in whole 16-byte steps.
-/// (On the eviction path: no bounds checks, one 16-byte compare a step.)
-fn common_suffix(a: &[u8], b: &[u8]) -> usize {
-    let steps = a.len().min(b.len()) / 16;
-    // Most often all of it (one kind of green thread): one memcmp.
-    if a[a.len() - steps * 16..] == b[b.len() - steps * 16..] {
-        return steps * 16;
+/// The 16-byte steps in which two equally long runs of whole steps differ:
+/// bit `i` for the step `16 * i` from their ends.
+fn holes(a: &[u8], b: &[u8]) -> u32 {
+    debug_assert!(a.len() == b.len() && a.len() % 16 == 0 && a.len() / 16 <= 32);
+    // Most often none (one kind of green thread): one memcmp.
+    if a == b {
+        return 0;
     }
-    let (a_end, b_end) = (a.as_ptr_range().end, b.as_ptr_range().end);
-    let mut n = 0;
-    while n < steps {
-        let back = 16 * (n + 1);
-        // SAFETY: back <= 16 * steps <= the length of both slices, so both
-        // reads lie inside them (unaligned reads of plain bytes).
-        let (x, y) = unsafe {
-            (
-                a_end.sub(back).cast::<u128>().read_unaligned(),
-                b_end.sub(back).cast::<u128>().read_unaligned(),
-            )
-        };
-        if x != y {
-            break;
-        }
-        n += 1;
+    a.rchunks_exact(16)
+        .zip(b.rchunks_exact(16))
+        .enumerate()
+        .filter(|(_, (x, y))| x != y)
+        .fold(0, |mask, (i, _)| mask | 1 << i)
+}
+
+/// The bytes an evicted image keeps in its block: `below` the shared ones,
+/// and with `holes`, a 16-byte head (the mask) and the holes.
+fn kept_len(below: usize, holes: u32) -> usize {
+    match holes {
+        0 => below,
+        holes => below.next_multiple_of(16) + 16 * (1 + holes.count_ones() as usize),
     }
-    n * 16
+}
+
+/// The set bits of `mask`, lowest first.
+fn bits(mut mask: u32) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let i = mask.trailing_zeros();
+        mask &= mask.wrapping_sub(1);
+        (i < 32).then_some(i as usize)
+    })
 }
 
 /// `Image::shared` of `n` bytes (16 ≤ n ≤ TOP_MAX, a multiple of 16) in
@@ -677,20 +794,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn common_suffixes_in_16_byte_steps() {
+    fn holes_are_the_differing_16_byte_steps_from_the_end() {
         let a: Vec<u8> = (0..=255).collect();
         let mut b = a.clone();
-        assert_eq!(common_suffix(&a, &b), 256);
-        assert_eq!(
-            common_suffix(&a[100..], &b),
-            144,
-            "the shorter one bounds it"
-        );
+        assert_eq!(holes(&a, &b), 0);
         b[255 - 20] ^= 1;
-        assert_eq!(common_suffix(&a, &b), 16, "a change 21 bytes from the end");
-        b[255] ^= 1;
-        assert_eq!(common_suffix(&a, &b), 0);
-        assert_eq!(common_suffix(&a[..15], &b[..15]), 0, "less than a step");
+        assert_eq!(holes(&a, &b), 0b10, "a change 21 bytes from the end");
+        b[0] ^= 1;
+        assert_eq!(holes(&a, &b), 0b10 | 1 << 15);
+        assert_eq!(holes(&a[..16], &b[..16]), 1);
+    }
+
+    #[test]
+    fn kept_lengths_and_bits() {
+        assert_eq!(kept_len(100, 0), 100);
+        assert_eq!(kept_len(0, 0b101), 48, "a head and two holes");
+        assert_eq!(kept_len(100, 1), 112 + 32);
+        assert_eq!(bits(0).count(), 0);
+        assert_eq!(bits(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(bits(1 << 31).collect::<Vec<_>>(), [31]);
+    }
+
+    #[test]
+    fn a_top_is_shared_with_holes_or_up_to_the_first_difference() {
+        let mut top = Top {
+            bytes: Box::new([7; TOP_MAX]),
+            len: 160,
+            users: 0,
+        };
+        let mut last = vec![7u8; 160];
+        assert_eq!(top.share(400, &last), (160, 0), "all of it");
+        last[160 - 40] = 1; // in the third step from the end
+        assert_eq!(top.share(400, &last), (160, 0b100), "one hole");
+        last[5] = 1; // and in the tenth, the last one
+        assert_eq!(top.share(400, &last), (160, 0b10_0000_0100));
+        // Holes cost their bytes and a head: when they cost more than the
+        // bytes they let it share, the common suffix alone is shared.
+        let mut last = vec![7u8; 160];
+        for step in 1..10 {
+            last[160 - 16 * step - 1] = 1;
+        }
+        assert_eq!(top.share(400, &last), (16, 0));
+        top.len = 48;
+        assert_eq!(top.share(48, &last[112..]), (16, 0), "the top bounds it");
     }
 
     #[test]
