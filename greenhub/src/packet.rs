@@ -28,27 +28,66 @@ use std::cell::{Cell, UnsafeCell};
 use std::mem::{self, MaybeUninit};
 use std::task::Waker;
 
-/// A green thread's packet. All access goes through [`Packet::get`].
+/// A green thread's packet: its result slot and what waits for it. Its
+/// flags are a byte of the header beside it ([`Flags`]; in the packet they
+/// would cost a word of padding). All access goes through [`Packet::get`].
 pub(crate) struct Packet {
-    inner: Inner,
-}
-
-/// The packet's fields: cells, used from one thread.
-pub(crate) struct Inner {
-    /// Set once the body has finished (its result may have been taken).
-    pub(crate) done: Cell<bool>,
-    /// False once the JoinHandle is gone: a panic is then reported on stderr.
-    pub(crate) handle_alive: Cell<bool>,
-    /// Set once the links have run: a link added later runs at once.
-    pub(crate) links_ran: Cell<bool>,
-    /// Set once the result is there for `join` (after the links, and after
-    /// the green-thread-local values are dropped, which may park).
-    pub(crate) ready: Cell<bool>,
-    /// Whether `result` holds a value (a separate field: in the slot it
-    /// would cost a word of padding).
-    full: Cell<bool>,
     result: Slot,
     extra: Cell<Option<Box<Extra>>>,
+}
+
+/// The packet's flags, one bit each (see [`Inner`]).
+pub(crate) struct Flags(Cell<u8>);
+
+const DONE: u8 = 1;
+const HANDLE_ALIVE: u8 = 2;
+const LINKS_RAN: u8 = 4;
+const READY: u8 = 8;
+const FULL: u8 = 16;
+
+/// The packet's fields, borrowed together: used from one thread.
+pub(crate) struct Inner<'a> {
+    /// Set once the body has finished (its result may have been taken).
+    pub(crate) done: Flag<'a>,
+    /// False once the JoinHandle is gone: a panic is then reported on stderr.
+    pub(crate) handle_alive: Flag<'a>,
+    /// Set once the links have run: a link added later runs at once.
+    pub(crate) links_ran: Flag<'a>,
+    /// Set once the result is there for `join` (after the links, and after
+    /// the green-thread-local values are dropped, which may park).
+    pub(crate) ready: Flag<'a>,
+    /// Whether `result` holds a value.
+    full: Flag<'a>,
+    result: &'a Slot,
+    extra: &'a Cell<Option<Box<Extra>>>,
+}
+
+/// One of the packet's flags: a bit of [`Flags`].
+#[derive(Clone, Copy)]
+pub(crate) struct Flag<'a> {
+    flags: &'a Cell<u8>,
+    bit: u8,
+}
+
+impl Flag<'_> {
+    pub(crate) fn get(self) -> bool {
+        self.flags.get() & self.bit != 0
+    }
+
+    pub(crate) fn set(self, on: bool) {
+        let flags = self.flags.get();
+        self.flags.set(if on {
+            flags | self.bit
+        } else {
+            flags & !self.bit
+        });
+    }
+
+    fn replace(self, on: bool) -> bool {
+        let was = self.get();
+        self.set(on);
+        was
+    }
 }
 
 /// A callback run when a green thread finishes, with a reference to its
@@ -75,34 +114,50 @@ unsafe impl Send for Packet {}
 // SAFETY: as above: no two threads ever use a packet; the header around it
 // is shared only for its atomics.
 unsafe impl Sync for Packet {}
+// SAFETY: as for `Packet`, whose flags these are: a byte used on the hub's
+// thread only.
+unsafe impl Send for Flags {}
+// SAFETY: as above.
+unsafe impl Sync for Flags {}
+
+impl Flags {
+    pub(crate) fn new() -> Flags {
+        Flags(Cell::new(HANDLE_ALIVE))
+    }
+}
 
 impl Packet {
     pub(crate) fn new() -> Packet {
         Packet {
-            inner: Inner {
-                done: Cell::new(false),
-                handle_alive: Cell::new(true),
-                links_ran: Cell::new(false),
-                ready: Cell::new(false),
-                full: Cell::new(false),
-                result: Slot::empty(),
-                extra: Cell::new(None),
-            },
+            result: Slot::empty(),
+            extra: Cell::new(None),
         }
     }
 
-    /// The packet's fields.
+    /// The packet's fields, with its `flags`.
     ///
     /// # Safety
     /// Only on the thread of the hub that owns the green thread (the body
     /// runs there; a `JoinHandle` is `!Send`).
     #[inline]
-    pub(crate) unsafe fn get(&self) -> &Inner {
-        &self.inner
+    pub(crate) unsafe fn get<'a>(&'a self, flags: &'a Flags) -> Inner<'a> {
+        let flag = |bit| Flag {
+            flags: &flags.0,
+            bit,
+        };
+        Inner {
+            done: flag(DONE),
+            handle_alive: flag(HANDLE_ALIVE),
+            links_ran: flag(LINKS_RAN),
+            ready: flag(READY),
+            full: flag(FULL),
+            result: &self.result,
+            extra: &self.extra,
+        }
     }
 }
 
-impl Inner {
+impl Inner<'_> {
     /// Runs `f` on the extra part, made if there is none yet.
     pub(crate) fn with_extra<R>(&self, f: impl FnOnce(&mut Extra) -> R) -> R {
         let mut extra = self.extra.take().unwrap_or_default();
@@ -129,7 +184,7 @@ impl Inner {
     /// uses (`Result<T, JoinError>` for the `T` of its spawn).
     pub(crate) unsafe fn put_result<V>(&self, value: V) {
         // SAFETY: by the caller.
-        unsafe { self.result.put(&self.full, value) }
+        unsafe { self.result.put(self.full, value) }
     }
 
     /// Takes the result, if there is one.
@@ -138,7 +193,7 @@ impl Inner {
     /// As for [`put_result`](Inner::put_result).
     pub(crate) unsafe fn take_result<V>(&self) -> Option<V> {
         // SAFETY: by the caller.
-        unsafe { self.result.take(&self.full) }
+        unsafe { self.result.take(self.full) }
     }
 }
 
@@ -171,7 +226,7 @@ impl Slot {
     ///
     /// # Safety
     /// Every `put` and `take` of this slot uses the same `V` and `full`.
-    unsafe fn put<V>(&self, full: &Cell<bool>, value: V) {
+    unsafe fn put<V>(&self, full: Flag<'_>, value: V) {
         // SAFETY: by the caller.
         drop(unsafe { self.take::<V>(full) });
         let data = self.data.get();
@@ -192,7 +247,7 @@ impl Slot {
     ///
     /// # Safety
     /// As for [`put`](Slot::put).
-    unsafe fn take<V>(&self, full: &Cell<bool>) -> Option<V> {
+    unsafe fn take<V>(&self, full: Flag<'_>) -> Option<V> {
         if !full.replace(false) {
             return None;
         }
@@ -213,24 +268,24 @@ mod tests {
     use super::*;
     use std::rc::Rc;
 
-    fn put<V>(packet: &Packet, value: V) {
+    fn put<V>((packet, flags): &(Packet, Flags), value: V) {
         // SAFETY: tests use one thread, and one type per packet.
-        unsafe { packet.get().put_result(value) }
+        unsafe { packet.get(flags).put_result(value) }
     }
 
-    fn take<V>(packet: &Packet) -> Option<V> {
+    fn take<V>((packet, flags): &(Packet, Flags)) -> Option<V> {
         // SAFETY: as in `put`.
-        unsafe { packet.get().take_result() }
+        unsafe { packet.get(flags).take_result() }
     }
 
     #[test]
     fn small_and_big_values_come_back() {
-        let small = Packet::new();
+        let small = (Packet::new(), Flags::new());
         put::<Result<u8, ()>>(&small, Ok(7));
         assert_eq!(take::<Result<u8, ()>>(&small), Some(Ok(7)));
         assert_eq!(take::<Result<u8, ()>>(&small), None);
 
-        let big = Packet::new();
+        let big = (Packet::new(), Flags::new());
         put::<[u64; 8]>(&big, [9; 8]);
         assert_eq!(take::<[u64; 8]>(&big), Some([9; 8]));
     }
@@ -238,12 +293,12 @@ mod tests {
     #[test]
     fn a_value_put_over_another_drops_it_once() {
         let counted = Rc::new(());
-        let small = Packet::new();
+        let small = (Packet::new(), Flags::new());
         put::<Rc<()>>(&small, counted.clone());
         put::<Rc<()>>(&small, counted.clone());
         assert_eq!(Rc::strong_count(&counted), 2);
         drop(take::<Rc<()>>(&small));
-        let big = Packet::new();
+        let big = (Packet::new(), Flags::new());
         put::<(Rc<()>, [u64; 4])>(&big, (counted.clone(), [0; 4]));
         put::<(Rc<()>, [u64; 4])>(&big, (counted.clone(), [0; 4]));
         assert_eq!(Rc::strong_count(&counted), 2);

@@ -131,10 +131,10 @@ pub struct JoinHandle<T> {
 
 impl<T> JoinHandle<T> {
     /// The packet, where the body leaves the result.
-    fn packet(&self) -> &crate::packet::Inner {
+    fn packet(&self) -> Inner<'_> {
         // SAFETY: a JoinHandle is made on its hub's thread (in `spawn_on`)
         // and is `!Send`, so it is used there only.
-        unsafe { self.header.packet.get() }
+        unsafe { self.header.packet() }
     }
 
     /// Waits for the green thread to finish; returns its value, or why there is none.
@@ -166,13 +166,13 @@ impl<T> JoinHandle<T> {
         });
         let wait = Wait::join(self.header.id);
         // Remove our waker however we leave (a kill unwinds out of park).
-        struct Unregister<'a>(&'a crate::packet::Inner, u64);
+        struct Unregister<'a>(Inner<'a>, u64);
         impl Drop for Unregister<'_> {
             fn drop(&mut self) {
-                remove_waiter(self.0, self.1);
+                remove_waiter(&self.0, self.1);
             }
         }
-        let _unregister = Unregister(self.packet(), add_waiter(self.packet(), &waker));
+        let _unregister = Unregister(self.packet(), add_waiter(&self.packet(), &waker));
         while !self.packet().ready.get() {
             hub::park(wait);
         }
@@ -235,7 +235,7 @@ impl<T> JoinHandle<T> {
         // runs, and put back however `f` ends (a panic included): nothing
         // else takes or sets it meanwhile (the green thread has finished,
         // and `f` cannot reach this handle's `join`).
-        struct PutBack<'a, T>(&'a Inner, Option<Result<T, JoinError>>);
+        struct PutBack<'a, T>(Inner<'a>, Option<Result<T, JoinError>>);
         impl<T> Drop for PutBack<'_, T> {
             fn drop(&mut self) {
                 if let Some(result) = self.1.take() {
@@ -284,12 +284,12 @@ impl<T> JoinHandle<T> {
         if self.is_finished() {
             return u64::MAX;
         }
-        add_waiter(self.packet(), waker)
+        add_waiter(&self.packet(), waker)
     }
 
     /// Forgets a watcher (a no-op if it was woken already).
     pub(crate) fn unwatch(&self, key: u64) {
-        remove_waiter(self.packet(), key);
+        remove_waiter(&self.packet(), key);
     }
 
     /// Asks the green thread to unwind at its current (or next) blocking
@@ -553,7 +553,7 @@ fn finish<T: 'static>(result: Result<T, JoinError>) {
     let header = hub::current_header().expect("a green thread finishes on its hub");
     let header = &*header;
     // SAFETY: the body runs on its hub's thread.
-    let packet = unsafe { header.packet.get() };
+    let packet = &unsafe { header.packet() };
     // The unwind, if any, was caught: later parks (in links, in destructors
     // of green-local values) may deliver a kill again.
     hub::clear_unwinding();

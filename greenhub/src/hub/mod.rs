@@ -37,7 +37,7 @@ pub(crate) mod timer;
 mod waker;
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ptr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,7 +53,7 @@ use crate::Error;
 use timer::{TimerKey, TimerWheel};
 pub(crate) use waker::DONE;
 pub(crate) use waker::{Header, Name};
-use waker::{PARKED, QUEUED, RUNNING};
+use waker::{KILLED, PARKED, QUEUED, RUNNING, TIMED_OUT};
 
 /// How many green threads run between two looks at timers and the inbox.
 const EVENT_INTERVAL: u32 = 61;
@@ -243,6 +243,10 @@ pub(crate) struct Hub {
     current_header: Cell<*const Header>,
     current_suspender: Cell<Option<Suspender>>,
     next_timeout: Cell<u64>,
+    /// Per slab key, the outermost expired `with_timeout` not yet delivered
+    /// (its header's `TIMED_OUT` says there is one): rare, so not a field of
+    /// every header.
+    expired: RefCell<HashMap<u32, u64>>,
     /// Registered I/O sources: while any exists, waiting is not a deadlock.
     reactor: reactor::Reactor,
     /// Headers of finished green threads that nothing refers to any more.
@@ -449,11 +453,7 @@ pub(crate) fn current_id() -> Option<u64> {
 
 /// Whether the current green thread has been killed.
 pub(crate) fn current_killed() -> bool {
-    with_hub(|hub| {
-        hub.running()
-            .is_some_and(|h| h.killed.load(Ordering::Relaxed))
-    })
-    .unwrap_or(false)
+    with_hub(|hub| hub.running().is_some_and(|h| h.killed())).unwrap_or(false)
 }
 
 /// Id, slab key and name of the current green thread, if the caller is one.
@@ -516,6 +516,7 @@ impl Hub {
             current_header: Cell::new(ptr::null()),
             current_suspender: Cell::new(None),
             next_timeout: Cell::new(1),
+            expired: RefCell::new(HashMap::new()),
             reactor: reactor::Reactor::default(),
             spare_headers: RefCell::new(Vec::new()),
             ids: Cell::new((0, 0)),
@@ -746,7 +747,7 @@ impl Hub {
         }
         match self.tasks.borrow().get(header.key as usize) {
             Some(task) if Arc::ptr_eq(&task.header, header) => {
-                header.killed.store(true, Ordering::Relaxed)
+                header.cancel.fetch_or(KILLED, Ordering::Relaxed);
             }
             _ => return,
         }
@@ -769,8 +770,15 @@ impl Hub {
     pub(crate) fn remove_timeout(&self, id: u64, timer: TimerKey) {
         self.timers.borrow_mut().cancel(timer);
         if let Some(header) = self.running() {
-            if header.timeout.load(Ordering::Relaxed) >= id {
-                header.timeout.store(0, Ordering::Relaxed);
+            if header.cancel.load(Ordering::Relaxed) & TIMED_OUT != 0 {
+                let mut expired = self.expired.borrow_mut();
+                if expired
+                    .get(&header.key)
+                    .is_some_and(|&pending| pending >= id)
+                {
+                    expired.remove(&header.key);
+                    header.cancel.fetch_and(!TIMED_OUT, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -964,11 +972,12 @@ impl Hub {
             header.unwinding.store(false, Ordering::Relaxed);
         }
         header.unwinding.store(true, Ordering::Relaxed);
-        if header.killed.load(Ordering::Relaxed) {
+        if header.killed() {
             std::panic::resume_unwind(Box::new(Killed));
         }
-        let id = header.timeout.swap(0, Ordering::Relaxed);
-        std::panic::resume_unwind(Box::new(TimedOut(id)));
+        header.cancel.fetch_and(!TIMED_OUT, Ordering::Relaxed);
+        let id = with_hub(|hub| hub.expired.borrow_mut().remove(&header.key)).flatten();
+        std::panic::resume_unwind(Box::new(TimedOut(id.unwrap_or(0))));
     }
 
     /// Runs one green thread until it parks, yields or finishes.
@@ -996,6 +1005,9 @@ impl Hub {
         if finished {
             let task = self.tasks.borrow_mut().remove(key as usize);
             task.header.state.store(DONE, Ordering::Release);
+            if task.header.cancel.load(Ordering::Relaxed) & TIMED_OUT != 0 {
+                self.expired.borrow_mut().remove(&key);
+            }
             // A compact green thread leaves its place on an execution stack
             // (whose stack is not given back); a dedicated one its stack.
             let compact = self.compact.as_ref().is_some_and(|compact| {
@@ -1047,18 +1059,19 @@ impl Hub {
             return;
         }
         let mut tasks = self.tasks.borrow_mut();
+        let mut expired = self.expired.borrow_mut();
         timers.expire(now, |action| match action {
             TimerAction::Wake(key) => {
                 if let Some(task) = tasks.get(key as usize) {
                     task.header.wake_ref();
                 }
             }
-            TimerAction::Timeout { task, id } => {
-                if let Some(task) = tasks.get_mut(task as usize) {
-                    let pending = task.header.timeout.load(Ordering::Relaxed);
-                    if pending == 0 || id < pending {
-                        task.header.timeout.store(id, Ordering::Relaxed);
-                    }
+            TimerAction::Timeout { task: key, id } => {
+                if let Some(task) = tasks.get_mut(key as usize) {
+                    // The outermost expired scope is the one to unwind to.
+                    let pending = expired.entry(key).or_insert(id);
+                    *pending = id.min(*pending);
+                    task.header.cancel.fetch_or(TIMED_OUT, Ordering::Relaxed);
                     task.header.wake_ref();
                 }
             }

@@ -23,12 +23,12 @@
 //! - `PARKED`: suspended; the first `wake` moves it to `QUEUED` and pushes it.
 //! - `DONE`: never left; wakes are ignored (a waker may outlive its task).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::Wake;
 
 use super::Shared;
-use crate::packet::Packet;
+use crate::packet::{Flags, Inner, Packet};
 
 /// A green thread's name, shared by its header and its handles: one word
 /// in the header, since most green threads have none.
@@ -61,6 +61,11 @@ pub(crate) const NOTIFIED: u8 = 2;
 pub(crate) const PARKED: u8 = 3;
 pub(crate) const DONE: u8 = 4;
 
+/// `Header::cancel`: killed.
+pub(crate) const KILLED: u8 = 1;
+/// `Header::cancel`: a `with_timeout` expired.
+pub(crate) const TIMED_OUT: u8 = 2;
+
 /// What every waker of a green thread points to.
 pub(crate) struct Header {
     pub(crate) state: AtomicU8,
@@ -70,18 +75,19 @@ pub(crate) struct Header {
     pub(crate) name: Option<Name>,
     /// The hub that owns the green thread.
     pub(crate) hub: Arc<Shared>,
-    /// Set by `kill`; never unset (a kill is sticky). Only the owning hub's
-    /// thread touches it: atomic only so that the header can be shared.
-    pub(crate) killed: AtomicBool,
-    /// The outermost expired `with_timeout` not yet delivered (0: none).
-    /// Hub thread only, like `killed`.
-    pub(crate) timeout: AtomicU64,
+    /// What waits to be delivered at the next blocking point: `KILLED` (set
+    /// by `kill`, never unset: a kill is sticky) and `TIMED_OUT` (an expired
+    /// `with_timeout`, whose id the hub keeps). Only the owning hub's thread
+    /// touches it: atomic only so that the header can be shared.
+    pub(crate) cancel: AtomicU8,
     /// Set while this green thread unwinds (a panic, a kill, a timeout):
     /// no cancellation is delivered then. Hub thread only.
     pub(crate) unwinding: AtomicBool,
     /// Where the green thread leaves its result for its `JoinHandle`: in the
-    /// header, so that a green thread costs one allocation for both.
-    pub(crate) packet: Packet,
+    /// header, so that a green thread costs one allocation for both (see
+    /// `packet`). Its flags sit with the header's other bytes.
+    packet: Packet,
+    packet_flags: Flags,
 }
 
 impl Header {
@@ -92,17 +98,31 @@ impl Header {
             id,
             name,
             hub,
-            killed: AtomicBool::new(false),
-            timeout: AtomicU64::new(0),
+            cancel: AtomicU8::new(0),
             unwinding: AtomicBool::new(false),
             packet: Packet::new(),
+            packet_flags: Flags::new(),
         }
     }
 
     /// Whether a kill or a timeout waits to be delivered.
     #[inline]
     pub(crate) fn cancel_pending(&self) -> bool {
-        self.killed.load(Ordering::Relaxed) || self.timeout.load(Ordering::Relaxed) != 0
+        self.cancel.load(Ordering::Relaxed) != 0
+    }
+
+    /// The packet.
+    ///
+    /// # Safety
+    /// As for [`Packet::get`].
+    #[inline]
+    pub(crate) unsafe fn packet(&self) -> Inner<'_> {
+        // SAFETY: by the caller.
+        unsafe { self.packet.get(&self.packet_flags) }
+    }
+
+    pub(crate) fn killed(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) & KILLED != 0
     }
 }
 
@@ -143,5 +163,19 @@ impl Wake for Header {
 
     fn wake_by_ref(self: &Arc<Self>) {
         self.wake_ref();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A million parked green threads have a million headers: with its two
+    /// reference counts, one fits glibc's 80-byte chunks (a 72-byte request)
+    /// on 64-bit targets.
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn a_header_is_seven_words() {
+        assert_eq!(std::mem::size_of::<Header>(), 56);
     }
 }
