@@ -60,7 +60,7 @@ const EVENT_INTERVAL: u32 = 61;
 /// While only other OS threads could wake us, how often to recheck that they exist.
 const REMOTE_RECHECK: Duration = Duration::from_millis(250);
 const WAKER_TOKEN: mio::Token = mio::Token(usize::MAX);
-/// Headers kept for reuse (about 100 bytes each, with their packet).
+/// Headers kept for reuse (80 bytes each with their packet, as allocated).
 const MAX_SPARE_HEADERS: usize = 65_536;
 
 /// The next block of green thread ids to hand out (`Hub::next_id`).
