@@ -67,10 +67,12 @@ pub(crate) fn last_suspend_sp() -> usize {
     LAST_SP.with(Cell::get)
 }
 
-/// Zeroes the callee-saved registers that inline assembly may name (rbx
-/// and x19 are LLVM's own, and the frame pointers hold frame addresses,
-/// the same for every green thread). The compiler saves the caller's
-/// values around this, on the resumer's stack.
+/// Zeroes the callee-saved registers that inline assembly may name. Not
+/// rbx and rbp (x19 and x29 on aarch64), which LLVM keeps for itself: what
+/// the resumer leaves there reaches the first frames too, and where it
+/// differs between green threads of a kind, their shared stack tops have a
+/// hole (see `stack::compact`). The compiler saves the caller's values
+/// around this, on the resumer's stack.
 #[inline(always)]
 fn clear_callee_saved() {
     #[cfg(target_arch = "x86_64")]

@@ -270,6 +270,46 @@ fn sleepers_of_one_kind_keep_a_few_bytes_each() {
         .unwrap();
 }
 
+/// A second generation of sleepers whose frames differ from the first's in
+/// a word: they do not share the first generation's stack top with a hole
+/// each, but make a new top (the old one has no users left) and share it
+/// whole. Release builds only (see above).
+#[test]
+#[cfg(not(debug_assertions))]
+fn a_new_generation_of_a_kind_gets_a_new_stack_top() {
+    compact(2)
+        .run(|| {
+            for generation in [1u64, 2] {
+                let count = Rc::new(Cell::new(0));
+                let handles: Vec<_> = (0..200)
+                    .map(|_| {
+                        let count = count.clone();
+                        spawn(move || {
+                            let mine = black_box(generation);
+                            count.set(count.get() + 1);
+                            greenhub::sleep(Duration::from_millis(10));
+                            assert_eq!(black_box(mine), generation);
+                        })
+                    })
+                    .collect();
+                while count.get() < handles.len() {
+                    yield_now();
+                }
+                let (evicted, kept) = greenhub::testing::evicted_stack_bytes();
+                assert!(evicted >= 198, "{evicted} evicted");
+                assert!(
+                    kept / evicted <= 16,
+                    "generation {generation}: each keeps {} bytes",
+                    kept / evicted
+                );
+                for handle in handles {
+                    handle.join().unwrap();
+                }
+            }
+        })
+        .unwrap();
+}
+
 /// Green threads of one kind whose stack tops differ only in a few words
 /// (their own values, a pointer to their wait node) share the rest of a
 /// top: they keep those words' 16-byte steps, holes, and get them back.

@@ -665,7 +665,11 @@ impl ExecStack {
                 .min_by_key(|&(_, (n, holes))| kept_len(live - n, holes));
         }
         let saves = |(_, (n, holes)): (usize, (usize, u32))| live - kept_len(live - n, holes);
-        if best.is_none_or(|best| saves(best) < TOP_MIN) {
+        // A top it would share only with holes (an old one of its kind whose
+        // words differ, or another kind's), or not enough of: these bytes
+        // make a better one, if there is room (its kind's next images match
+        // it exactly).
+        if best.is_none_or(|best| best.1 .1 != 0 || saves(best) < TOP_MIN) {
             // Remember these bytes, over a `Top` that no evicted image uses
             // or in a new one.
             let free = match self.tops.iter().position(|top| top.users == 0) {
