@@ -166,13 +166,15 @@ impl<T> JoinHandle<T> {
         });
         let wait = Wait::join(self.header.id);
         // Remove our waker however we leave (a kill unwinds out of park).
-        struct Unregister<'a>(Inner<'a>, u64);
-        impl Drop for Unregister<'_> {
+        // It holds the handle, a word of the parked frame, not the packet's
+        // fields.
+        struct Unregister<'a, T>(&'a JoinHandle<T>, u64);
+        impl<T> Drop for Unregister<'_, T> {
             fn drop(&mut self) {
-                remove_waiter(&self.0, self.1);
+                remove_waiter(&self.0.packet(), self.1);
             }
         }
-        let _unregister = Unregister(self.packet(), add_waiter(&self.packet(), &waker));
+        let _unregister = Unregister(self, add_waiter(&self.packet(), &waker));
         while !self.packet().ready.get() {
             hub::park(wait);
         }
