@@ -449,23 +449,37 @@ impl Image {
         debug_assert!(live > 0 && base - live >= exec.stack.lowest_usable());
         // What it shared last time is the first guess (a green thread
         // evicted again and again shares the same bytes).
-        let (index, n, holes) = if share {
-            exec.share_top(live, shared_decode(self.shared))
-                .unwrap_or((0, 0, 0))
-        } else {
-            (0, 0, 0)
+        let shared = share
+            .then(|| exec.share_top(live, shared_decode(self.shared)))
+            .flatten();
+        let Some((index, n, holes)) = shared else {
+            // A runnable occupant, or one with no top to share: all of it
+            // (the switch's path: nothing else to do).
+            let block = self.block_for(arena, live);
+            // SAFETY: [base - live, base) lies inside the execution stack
+            // (`suspended` clamped it above the guard page), which is mapped
+            // and which nothing else uses while its occupant is suspended and
+            // the hub runs; the block is ours and has room for `live` bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping((base - live) as *const u8, block.as_ptr(), live)
+            };
+            self.store = Store::block(Some(block));
+            self.shared = 0;
+            exec.on_top = 0;
+            exec.on_top_holes = 0;
+            return live;
         };
         let below = live - n;
         let len = kept_len(below, holes);
         // All of it shared (a sleeper of a common kind): no block at all.
-        let block = match self.take_block() {
-            Some(block) if len > 0 && fits(block.capacity(), len) => Some(block),
-            other => {
-                if let Some(other) = other {
-                    arena.free(other);
+        let block = match len {
+            0 => {
+                if let Some(spare) = self.take_block() {
+                    arena.free(spare);
                 }
-                (len > 0).then(|| alloc(arena, len))
+                None
             }
+            len => Some(self.block_for(arena, len)),
         };
         if let Some(block) = &block {
             let to = block.as_ptr();
@@ -488,7 +502,7 @@ impl Image {
             }
         }
         self.store = Store::block(block);
-        self.shared = if n > 0 { shared_code(index, n) } else { 0 };
+        self.shared = shared_code(index, n);
         if holes != 0 {
             self.live |= HOLES;
         }
@@ -497,14 +511,45 @@ impl Image {
         len
     }
 
+    /// A block for `len` (> 0) bytes: the one it has if it fits (big
+    /// enough, and not much bigger), else a new one.
+    fn block_for(&mut self, arena: &mut ImageArena, len: usize) -> Block {
+        match self.take_block() {
+            Some(block) if fits(block.capacity(), len) => block,
+            other => {
+                if let Some(other) = other {
+                    arena.free(other);
+                }
+                alloc(arena, len)
+            }
+        }
+    }
+
     /// Copies the saved bytes back to the same addresses.
     pub(crate) fn restore(&mut self, exec: &mut ExecStack, arena: &mut ImageArena) {
         debug_assert!(!self.unstarted());
+        let (index, shared) = shared_decode(self.shared);
+        let base = exec.stack.base();
+        let on_top_code = std::mem::take(&mut exec.on_top);
+        if shared == 0 {
+            // All of it in the block (the switch's path).
+            let live = self.live as usize;
+            let from = self
+                .block()
+                .expect("an evicted green thread has its bytes in a block")
+                .as_ptr();
+            // SAFETY: [base - live, base) lies inside the execution stack,
+            // the region this image was evicted from; no green thread runs
+            // on the stack now (the previous occupant was evicted first); the
+            // block holds the bytes saved then.
+            unsafe { std::ptr::copy_nonoverlapping(from, (base - live) as *mut u8, live) };
+            exec.on_top_holes = 0;
+            self.keep_block(arena);
+            return;
+        }
         let holes_kept = self.live & HOLES != 0;
         self.live &= !HOLES;
         let live = self.live as usize;
-        let base = exec.stack.base();
-        let (index, shared) = shared_decode(self.shared);
         let below = live - shared;
         debug_assert!(base - live >= exec.stack.lowest_usable());
         let block = (below > 0 || holes_kept).then(|| {
@@ -519,63 +564,61 @@ impl Image {
             // first); the block holds those bytes first (see `evict`).
             unsafe { std::ptr::copy_nonoverlapping(from, (base - live) as *mut u8, below) };
         }
-        let (on_index, on_top) = shared_decode(std::mem::take(&mut exec.on_top));
+        let (on_index, on_top) = shared_decode(on_top_code);
         let on_holes = std::mem::take(&mut exec.on_top_holes);
-        if shared > 0 {
-            let top = &mut exec.tops[index];
-            let bytes = &top.bytes()[top.len - shared..];
-            // The occupant just evicted left the same top bytes, or more of
-            // them, on the stack: in place already, but for its holes.
-            if on_index == index && on_top >= shared {
-                for i in bits(on_holes).take_while(|&i| 16 * i < shared) {
-                    let at = shared - 16 * (i + 1);
-                    // SAFETY: [base - 16 (i + 1), base - 16 i) lies inside
-                    // [base - shared, base), as above; `at` indexes the same
-                    // 16 bytes of the top's.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(
-                            bytes.as_ptr().add(at),
-                            (base - 16 * (i + 1)) as *mut u8,
-                            16,
-                        )
-                    };
-                }
-            } else {
-                // SAFETY: as above, for [base - shared, base), the last bytes
-                // at eviction, which equalled these but for the holes
-                // (unchanged since: the top has a user, this image, until
-                // now).
+        let top = &mut exec.tops[index];
+        let bytes = &top.bytes()[top.len - shared..];
+        // The occupant just evicted left the same top bytes, or more of
+        // them, on the stack: in place already, but for its holes.
+        if on_index == index && on_top >= shared {
+            for i in bits(on_holes).take_while(|&i| 16 * i < shared) {
+                let at = shared - 16 * (i + 1);
+                // SAFETY: [base - 16 (i + 1), base - 16 i) lies inside
+                // [base - shared, base), as above; `at` indexes the same
+                // 16 bytes of the top's.
                 unsafe {
                     std::ptr::copy_nonoverlapping(
-                        bytes.as_ptr(),
-                        (base - shared) as *mut u8,
-                        shared,
+                        bytes.as_ptr().add(at),
+                        (base - 16 * (i + 1)) as *mut u8,
+                        16,
                     )
                 };
             }
-            top.users -= 1;
-            if let (true, Some(from)) = (holes_kept, block) {
-                let head = below.next_multiple_of(16);
-                // SAFETY: the block holds the head (a hole mask) and the
-                // holes after the `below` bytes (see `evict`); each hole
-                // lies inside [base - shared, base).
-                unsafe {
-                    let holes = from.add(head).cast::<u32>().read_unaligned();
-                    for (j, i) in bits(holes).enumerate() {
-                        std::ptr::copy_nonoverlapping(
-                            from.add(head + 16 * (j + 1)),
-                            (base - 16 * (i + 1)) as *mut u8,
-                            16,
-                        );
-                    }
+        } else {
+            // SAFETY: as above, for [base - shared, base), the last bytes
+            // at eviction, which equalled these but for the holes
+            // (unchanged since: the top has a user, this image, until
+            // now).
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), (base - shared) as *mut u8, shared)
+            };
+        }
+        top.users -= 1;
+        if let (true, Some(from)) = (holes_kept, block) {
+            let head = below.next_multiple_of(16);
+            // SAFETY: the block holds the head (a hole mask) and the
+            // holes after the `below` bytes (see `evict`); each hole
+            // lies inside [base - shared, base).
+            unsafe {
+                let holes = from.add(head).cast::<u32>().read_unaligned();
+                for (j, i) in bits(holes).enumerate() {
+                    std::ptr::copy_nonoverlapping(
+                        from.add(head + 16 * (j + 1)),
+                        (base - 16 * (i + 1)) as *mut u8,
+                        16,
+                    );
                 }
             }
-            // `shared` stays, as the guess for the next eviction (`saved`
-            // does not count it while resident).
         }
-        // Keep the block for the next eviction (a resident green thread holds
-        // one: one per execution stack at most), unless it is one of the
-        // arena's largest (a deep call chain once is no reason to hold it).
+        // `shared` stays, as the guess for the next eviction (`saved`
+        // does not count it while resident).
+        self.keep_block(arena);
+    }
+
+    /// Keeps the block for the next eviction (a resident green thread holds
+    /// one: one per execution stack at most), unless it is one of the
+    /// arena's largest (a deep call chain once is no reason to hold it).
+    fn keep_block(&mut self, arena: &mut ImageArena) {
         if self
             .block()
             .is_some_and(|block| block.capacity() > KEEP_MAX)
