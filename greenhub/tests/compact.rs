@@ -262,18 +262,28 @@ fn sleepers_of_one_kind_keep_a_few_bytes_each() {
 fn a_new_generation_of_a_kind_gets_a_new_stack_top() {
     compact(2)
         .run(|| {
+            /// Keeps its generation in the parked frame, and checks it when
+            /// the kill unwinds the frame.
+            struct Mine(u64, u64);
+            impl Drop for Mine {
+                fn drop(&mut self) {
+                    assert_eq!(black_box(self.0), self.1, "its own word");
+                }
+            }
             for generation in [1u64, 2] {
                 let (kept, handles) = kept_each_when_parked(200, move || {
-                    let mine = black_box(generation);
-                    greenhub::sleep(Duration::from_millis(10));
-                    assert_eq!(black_box(mine), generation);
+                    let _mine = Mine(black_box(generation), generation);
+                    // Until killed: no timer fires while the figures are read.
+                    greenhub::sleep(Duration::from_secs(3600));
                 });
                 assert!(
                     kept <= 16,
                     "generation {generation}: each keeps {kept} bytes"
                 );
+                // Killed, each is restored (its top loses a user) and unwinds.
+                greenhub::kill_all(&handles);
                 for handle in handles {
-                    handle.join().unwrap();
+                    assert!(handle.join().unwrap_err().is_killed());
                 }
             }
         })
