@@ -34,6 +34,10 @@
 //!  block  [ own bytes ... | mask | x | x | x ]    + shared = (top 2, 464 B)
 //! ```
 //!
+//! Below the shared bytes, a parked image's all-zero 16-byte steps (a read
+//! buffer that took a short message is mostly zeros) are left out too, a
+//! bit each, and `restore` writes them back as zeros.
+//!
 //! The comparison is exact, and a top is overwritten only when no evicted
 //! image uses it, so a restore writes back exactly the bytes evicted. A
 //! runnable occupant (it yielded, or was woken) is back soon: it keeps its
@@ -129,8 +133,15 @@ const KEEP_MAX: usize = 16 * 1024;
 /// multiple of 16).
 const TOP_MIN: usize = 48;
 /// `Image::live`'s top bit while evicted: its block holds holes (see
-/// `Image::evict`). Execution stacks are far smaller than 2 GiB.
+/// `Image::evict`). Execution stacks are far smaller than 1 GiB.
 const HOLES: u32 = 1 << 31;
+/// `Image::live`'s next bit while evicted: its block holds the bytes below
+/// the shared ones without their all-zero 16-byte steps (see `elide_zeros`).
+const ZEROS: u32 = 1 << 30;
+/// The fewest bytes below the shared ones worth looking through for zeros,
+/// and the fewest bytes that leaving them out must save.
+const ZEROS_MIN: usize = 256;
+const ZEROS_GAIN: usize = 64;
 
 /// A green thread's place in compact mode: which execution stack it is
 /// bound to, its entry until it first runs, and its saved stack bytes while
@@ -412,8 +423,8 @@ impl Image {
         let live = stack.base() - from;
         self.live = u32::try_from(live)
             .ok()
-            .filter(|&live| live < HOLES)
-            .expect("an execution stack under 2 GiB");
+            .filter(|&live| live < ZEROS)
+            .expect("an execution stack under 1 GiB");
         // Debug builds poison what lies below the saved range: were the
         // measured depth ever too small, the green thread would resume on
         // garbage and crash in the tests, rather than run on with bytes that
@@ -470,7 +481,16 @@ impl Image {
             return live;
         };
         let below = live - n;
-        let len = kept_len(below, holes);
+        // A deep parked frame (a read buffer, say) is mostly zeros: those
+        // 16-byte steps are left out, a bit each says which are kept.
+        let nonzero = (below >= ZEROS_MIN && (base - live) % 16 == 0 && below % 16 == 0)
+            // SAFETY: [base - live, base - n) lies inside the execution
+            // stack, 16-byte aligned, and is not written while its occupant
+            // is suspended.
+            .then(|| unsafe { count_nonzero(base - live, below) })
+            .filter(|&nonzero| elided_len(below, nonzero) + ZEROS_GAIN <= below);
+        let first = nonzero.map_or(below, |nonzero| elided_len(below, nonzero));
+        let len = kept_len(first, holes);
         // All of it shared (a sleeper of a common kind): no block at all.
         let block = match len {
             0 => {
@@ -487,12 +507,16 @@ impl Image {
             // (`suspended` clamped it above the guard page), which is mapped
             // and which nothing else uses while its occupant is suspended and
             // the hub runs; the block is ours and has room for `len` bytes:
-            // the `below` bytes, then (with holes) the head and one 16-byte
-            // step per hole, each hole inside [base - n, base).
+            // the `below` bytes (or the `first` bytes of their elided form),
+            // then (with holes) the head and one 16-byte step per hole, each
+            // hole inside [base - n, base).
             unsafe {
-                std::ptr::copy_nonoverlapping((base - live) as *const u8, to, below);
+                match nonzero {
+                    Some(_) => elide_zeros(base - live, below, to),
+                    None => std::ptr::copy_nonoverlapping((base - live) as *const u8, to, below),
+                }
                 if holes != 0 {
-                    let head = below.next_multiple_of(16);
+                    let head = first.next_multiple_of(16);
                     to.add(head).cast::<u32>().write_unaligned(holes);
                     for (j, i) in bits(holes).enumerate() {
                         let from = (base - 16 * (i + 1)) as *const u8;
@@ -505,6 +529,9 @@ impl Image {
         self.shared = shared_code(index, n);
         if holes != 0 {
             self.live |= HOLES;
+        }
+        if nonzero.is_some() {
+            self.live |= ZEROS;
         }
         exec.on_top = self.shared;
         exec.on_top_holes = holes;
@@ -548,7 +575,8 @@ impl Image {
             return;
         }
         let holes_kept = self.live & HOLES != 0;
-        self.live &= !HOLES;
+        let zeros = self.live & ZEROS != 0;
+        self.live &= !(HOLES | ZEROS);
         let live = self.live as usize;
         let below = live - shared;
         debug_assert!(base - live >= exec.stack.lowest_usable());
@@ -557,12 +585,20 @@ impl Image {
                 .expect("an evicted green thread has its unshared bytes in a block")
                 .as_ptr()
         });
+        let mut first = below;
         if let Some(from) = block {
             // SAFETY: [base - live, base - shared) lies inside the execution
             // stack, the region this image was evicted from; no green thread
             // runs on the stack now (the previous occupant was evicted
-            // first); the block holds those bytes first (see `evict`).
-            unsafe { std::ptr::copy_nonoverlapping(from, (base - live) as *mut u8, below) };
+            // first); the block holds those bytes first, elided or not (see
+            // `evict`).
+            unsafe {
+                if zeros {
+                    first = restore_zeros(from, base - live, below);
+                } else {
+                    std::ptr::copy_nonoverlapping(from, (base - live) as *mut u8, below);
+                }
+            }
         }
         let (on_index, on_top) = shared_decode(on_top_code);
         let on_holes = std::mem::take(&mut exec.on_top_holes);
@@ -595,7 +631,7 @@ impl Image {
         }
         top.users -= 1;
         if let (true, Some(from)) = (holes_kept, block) {
-            let head = below.next_multiple_of(16);
+            let head = first.next_multiple_of(16);
             // SAFETY: the block holds the head (a hole mask) and the
             // holes after the `below` bytes (see `evict`); each hole
             // lies inside [base - shared, base).
@@ -642,26 +678,33 @@ impl Image {
     /// yet; the caller knows whether it is resident (then this means
     /// nothing).
     pub(crate) fn saved(&self) -> Option<(usize, usize)> {
-        if self.unstarted() || self.live & !HOLES == 0 {
+        if self.unstarted() || self.live & !(HOLES | ZEROS) == 0 {
             return None;
         }
-        let live = (self.live & !HOLES) as usize;
+        let live = (self.live & !(HOLES | ZEROS)) as usize;
         let below = live - shared_decode(self.shared).1;
-        let holes = match self.block() {
-            Some(block) if self.live & HOLES != 0 => {
-                // SAFETY: an image evicted with holes keeps their mask in its
-                // block, `below` bytes in (rounded up to 16; see `evict`).
-                unsafe {
-                    block
-                        .as_ptr()
-                        .add(below.next_multiple_of(16))
-                        .cast::<u32>()
-                        .read_unaligned()
-                }
-            }
+        let Some(block) = self.block() else {
+            return Some((below, live));
+        };
+        let first = match self.live & ZEROS {
+            // SAFETY: the block starts with the elided form of `below` bytes
+            // (see `evict`).
+            ZEROS => unsafe { elided_len(below, stored_steps(block.as_ptr(), below)) },
+            _ => below,
+        };
+        let holes = match self.live & HOLES {
+            // SAFETY: an image evicted with holes keeps their mask in its
+            // block, `first` bytes in (rounded up to 16; see `evict`).
+            HOLES => unsafe {
+                block
+                    .as_ptr()
+                    .add(first.next_multiple_of(16))
+                    .cast::<u32>()
+                    .read_unaligned()
+            },
             _ => 0,
         };
-        Some((kept_len(below, holes), live))
+        Some((kept_len(first, holes), live))
     }
 }
 
@@ -789,6 +832,97 @@ fn kept_len(below: usize, holes: u32) -> usize {
     }
 }
 
+/// How many 16-byte steps of `[at, at + len)` are not all zero.
+///
+/// # Safety
+/// The range is readable, 16-byte aligned, and `len` a multiple of 16.
+unsafe fn count_nonzero(at: usize, len: usize) -> usize {
+    debug_assert!(at % 16 == 0 && len % 16 == 0);
+    (0..len / 16)
+        // SAFETY: each step lies inside the range (by the caller), aligned.
+        .filter(|&i| unsafe { ((at + 16 * i) as *const u128).read() } != 0)
+        .count()
+}
+
+/// The bytes of the elided form of `len` bytes (a multiple of 16) of which
+/// `nonzero` 16-byte steps are not all zero: a bit per step, in `u64`s
+/// padded to 16 bytes, then those steps.
+fn elided_len(len: usize, nonzero: usize) -> usize {
+    ((len / 16).div_ceil(64) * 8).next_multiple_of(16) + 16 * nonzero
+}
+
+/// Writes the elided form of `[from, from + len)` at `to`.
+///
+/// # Safety
+/// As for `count_nonzero`, for the source; `to` has room for the elided form
+/// (`elided_len`), is 16-byte aligned and overlaps nothing of the source.
+unsafe fn elide_zeros(from: usize, len: usize, to: *mut u8) {
+    let steps = len / 16;
+    let words = steps.div_ceil(64);
+    let mut stored = to.wrapping_add((words * 8).next_multiple_of(16));
+    for word in 0..words {
+        let mut bits = 0u64;
+        for bit in 0..(steps - 64 * word).min(64) {
+            let at = (from + 16 * (64 * word + bit)) as *const u128;
+            // SAFETY: a step of the source (by the caller), aligned; `stored`
+            // stays inside the room for the steps (at most `nonzero`).
+            unsafe {
+                let step = at.read();
+                if step != 0 {
+                    bits |= 1 << bit;
+                    stored.cast::<u128>().write_unaligned(step);
+                    stored = stored.add(16);
+                }
+            }
+        }
+        // SAFETY: word `word` of the mask lies inside `to`'s room.
+        unsafe { to.add(8 * word).cast::<u64>().write_unaligned(bits) };
+    }
+}
+
+/// How many steps the elided form at `from`, of `len` bytes, stores.
+///
+/// # Safety
+/// `from` holds the elided form of `len` bytes (`elide_zeros`).
+unsafe fn stored_steps(from: *const u8, len: usize) -> usize {
+    (0..(len / 16).div_ceil(64))
+        // SAFETY: the mask words lie at its start (by the caller).
+        .map(|word| unsafe { from.add(8 * word).cast::<u64>().read_unaligned() }.count_ones())
+        .sum::<u32>() as usize
+}
+
+/// Writes `[to, to + len)` back from its elided form at `from`: zeros, then
+/// the stored steps. Returns the elided form's length.
+///
+/// # Safety
+/// `from` holds the elided form of `len` bytes (`elide_zeros`); the
+/// destination is writable, 16-byte aligned, and overlaps nothing of it.
+unsafe fn restore_zeros(from: *const u8, to: usize, len: usize) -> usize {
+    let steps = len / 16;
+    let words = steps.div_ceil(64);
+    // SAFETY: the destination is writable (by the caller).
+    unsafe { std::ptr::write_bytes(to as *mut u8, 0, len) };
+    let mut stored = from.wrapping_add((words * 8).next_multiple_of(16));
+    let mut count = 0;
+    for word in 0..words {
+        // SAFETY: the mask word lies at its start (by the caller).
+        let mut bits = unsafe { from.add(8 * word).cast::<u64>().read_unaligned() };
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // SAFETY: the stored steps follow the mask, one per set bit, and
+            // each set bit names a step of the destination.
+            unsafe {
+                let step = stored.cast::<u128>().read_unaligned();
+                ((to + 16 * (64 * word + bit)) as *mut u128).write(step);
+                stored = stored.add(16);
+            }
+            count += 1;
+        }
+    }
+    elided_len(len, count)
+}
+
 /// The set bits of `mask`, lowest first.
 fn bits(mut mask: u32) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
@@ -850,6 +984,32 @@ mod tests {
         b[0] ^= 1;
         assert_eq!(holes(&a, &b), 0b10 | 1 << 15);
         assert_eq!(holes(&a[..16], &b[..16]), 1);
+    }
+
+    #[test]
+    fn zeros_are_left_out_and_put_back() {
+        #[repr(align(16))]
+        struct Bytes([u8; 2064]);
+        let mut image = Bytes([0; 2064]);
+        for at in [0, 17, 500, 1024, 2063] {
+            image.0[at] = at as u8 | 1;
+        }
+        let (from, len) = (image.0.as_ptr() as usize, image.0.len());
+        // SAFETY: a readable, aligned buffer of whole 16-byte steps.
+        let nonzero = unsafe { count_nonzero(from, len) };
+        assert_eq!(nonzero, 5, "the steps of 0, 17, 500, 1024 and 2063");
+        // 129 steps: three mask words (24 bytes, padded to 32), five steps.
+        assert_eq!(elided_len(len, nonzero), 32 + 5 * 16);
+        let mut elided = Bytes([0xAA; 2064]);
+        // SAFETY: room for the elided form, aligned, apart from the source.
+        unsafe { elide_zeros(from, len, elided.0.as_mut_ptr()) };
+        // SAFETY: it holds the elided form just written.
+        assert_eq!(unsafe { stored_steps(elided.0.as_ptr(), len) }, 5);
+        let mut back = Bytes([0xFF; 2064]);
+        // SAFETY: as above, into a writable, aligned buffer.
+        let used = unsafe { restore_zeros(elided.0.as_ptr(), back.0.as_mut_ptr() as usize, len) };
+        assert_eq!(used, elided_len(len, nonzero));
+        assert!(back.0 == image.0, "the bytes come back, zeros and all");
     }
 
     #[test]
