@@ -323,25 +323,13 @@ fn kept_each_when_parked(
 fn waiters_of_one_kind_keep_their_own_words_as_holes() {
     compact(2)
         .run(|| {
-            let event = Rc::new(Event::new());
-            let handles: Vec<_> = (0..300u64)
-                .map(|seed| {
-                    let event = event.clone();
-                    spawn(move || {
-                        let mut mine = [seed, !seed];
-                        black_box(&mut mine);
-                        event.wait();
-                        assert_eq!(black_box(mine), [seed, !seed], "its own words");
-                        seed
-                    })
-                })
-                .collect();
-            for _ in 0..4 {
-                yield_now();
-            }
-            let (evicted, kept) = greenhub::testing::evicted_stack_bytes();
-            let (_, used) = greenhub::testing::evicted_stack_images();
-            assert!(evicted >= 298, "{evicted} evicted");
+            let (kept, used, seeds) = park_on_one_event(300, |seed, event| {
+                let mut mine = [seed, !seed];
+                black_box(&mut mine);
+                event.wait();
+                assert_eq!(black_box(mine), [seed, !seed], "its own words");
+                seed
+            });
             // An optimised build's waiter here uses ~540 bytes and keeps
             // ~210 of them (460 without holes); debug frames hold every
             // temporary, and differ more.
@@ -351,10 +339,7 @@ fn waiters_of_one_kind_keep_their_own_words_as_holes() {
                     "they keep {kept} of the {used} bytes they used"
                 );
             }
-            event.set();
-            for (seed, handle) in handles.into_iter().enumerate() {
-                assert_eq!(handle.join().unwrap(), seed as u64);
-            }
+            assert!(seeds.into_iter().eq(0..300));
         })
         .unwrap();
 }
@@ -367,33 +352,23 @@ fn waiters_of_one_kind_keep_their_own_words_as_holes() {
 fn a_parked_buffer_keeps_only_its_nonzero_steps() {
     compact(2)
         .run(|| {
-            let event = Rc::new(Event::new());
-            let handles: Vec<_> = (0..200u64)
-                .map(|seed| {
-                    let event = event.clone();
-                    spawn(move || {
-                        let mut buffer = [0u8; 2048];
-                        for at in [0, 100 + seed as usize, 1500, 2047] {
-                            buffer[at] = seed as u8 | 1;
-                        }
-                        black_box(&mut buffer);
-                        event.wait();
-                        let buffer = black_box(buffer);
-                        for (at, &byte) in buffer.iter().enumerate() {
-                            let wanted = match at {
-                                0 | 1500 | 2047 => seed as u8 | 1,
-                                at if at == 100 + seed as usize => seed as u8 | 1,
-                                _ => 0,
-                            };
-                            assert_eq!(byte, wanted, "byte {at} of green thread {seed}");
-                        }
-                    })
-                })
-                .collect();
-            yield_now();
-            let (evicted, kept) = greenhub::testing::evicted_stack_bytes();
-            let (_, used) = greenhub::testing::evicted_stack_images();
-            assert!(evicted >= 198, "{evicted} evicted");
+            let (kept, used, _) = park_on_one_event(200, |seed, event| {
+                let mut buffer = [0u8; 2048];
+                for at in [0, 100 + seed as usize, 1500, 2047] {
+                    buffer[at] = seed as u8 | 1;
+                }
+                black_box(&mut buffer);
+                event.wait();
+                let buffer = black_box(buffer);
+                for (at, &byte) in buffer.iter().enumerate() {
+                    let wanted = match at {
+                        0 | 1500 | 2047 => seed as u8 | 1,
+                        at if at == 100 + seed as usize => seed as u8 | 1,
+                        _ => 0,
+                    };
+                    assert_eq!(byte, wanted, "byte {at} of green thread {seed}");
+                }
+            });
             // An optimised build's green thread here uses ~4.6 KiB (its
             // buffer, and room for the copy it checks) and keeps a tenth of
             // it (nine tenths without zeros left out).
@@ -403,12 +378,32 @@ fn a_parked_buffer_keeps_only_its_nonzero_steps() {
                     "they keep {kept} of the {used} bytes they used"
                 );
             }
-            event.set();
-            for handle in handles {
-                handle.join().unwrap();
-            }
         })
         .unwrap();
+}
+
+/// `n` green threads of one kind, each running `body(seed, event)`, which
+/// waits on the one event. Once all wait: the stack bytes they keep on the
+/// heap and the bytes they used (all evicted but the resident two); then
+/// the event is set, and what each returned.
+fn park_on_one_event<T: 'static>(
+    n: u64,
+    body: impl Fn(u64, &Event) -> T + Clone + 'static,
+) -> (usize, usize, Vec<T>) {
+    let event = Rc::new(Event::new());
+    let handles: Vec<_> = (0..n)
+        .map(|seed| {
+            let (event, body) = (event.clone(), body.clone());
+            spawn(move || body(seed, &event))
+        })
+        .collect();
+    yield_now();
+    let (evicted, kept) = greenhub::testing::evicted_stack_bytes();
+    let (_, used) = greenhub::testing::evicted_stack_images();
+    assert!(evicted as u64 >= n - 2, "{evicted} evicted");
+    event.set();
+    let results = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    (kept, used, results)
 }
 
 #[test]
