@@ -1058,7 +1058,7 @@ impl Hub {
         if timers.is_empty() {
             return;
         }
-        let mut tasks = self.tasks.borrow_mut();
+        let tasks = self.tasks.borrow();
         let mut expired = self.expired.borrow_mut();
         timers.expire(now, |action| match action {
             TimerAction::Wake(key) => {
@@ -1067,7 +1067,7 @@ impl Hub {
                 }
             }
             TimerAction::Timeout { task: key, id } => {
-                if let Some(task) = tasks.get_mut(key as usize) {
+                if let Some(task) = tasks.get(key as usize) {
                     // The outermost expired scope is the one to unwind to.
                     let pending = expired.entry(key).or_insert(id);
                     *pending = id.min(*pending);

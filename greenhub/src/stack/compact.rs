@@ -445,16 +445,18 @@ impl Image {
     /// stack's `Top`s holds already, if it is to `share`. Returns how many
     /// bytes it saved.
     ///
-    /// The block: the bytes below the shared ones, then, if the image has
-    /// holes in them, a 16-byte head holding the hole mask and the holes, in
-    /// mask order (bit `i`: the 16 bytes `16 * i` below the stack's base).
+    /// The block: the bytes below the shared ones (as they are, or without
+    /// their all-zero 16-byte steps: `elide_zeros`), then, if the image has
+    /// holes in the shared ones, a 16-byte head holding the hole mask and the
+    /// holes, in mask order (bit `i`: the 16 bytes `16 * i` below the
+    /// stack's base).
     pub(crate) fn evict(
         &mut self,
         exec: &mut ExecStack,
         arena: &mut ImageArena,
         share: bool,
     ) -> usize {
-        debug_assert!(!self.unstarted() && self.live & HOLES == 0);
+        debug_assert!(!self.unstarted() && self.live & (HOLES | ZEROS) == 0);
         let live = self.live as usize;
         let base = exec.stack.base();
         debug_assert!(live > 0 && base - live >= exec.stack.lowest_usable());
@@ -633,10 +635,10 @@ impl Image {
         if let (true, Some(from)) = (holes_kept, block) {
             let head = first.next_multiple_of(16);
             // SAFETY: the block holds the head (a hole mask) and the
-            // holes after the `below` bytes (see `evict`); each hole
+            // holes after the `first` bytes (see `evict`); each hole
             // lies inside [base - shared, base).
             unsafe {
-                let holes = from.add(head).cast::<u32>().read_unaligned();
+                let holes = hole_mask(from, first);
                 for (j, i) in bits(holes).enumerate() {
                     std::ptr::copy_nonoverlapping(
                         from.add(head + 16 * (j + 1)),
@@ -694,14 +696,8 @@ impl Image {
         };
         let holes = match self.live & HOLES {
             // SAFETY: an image evicted with holes keeps their mask in its
-            // block, `first` bytes in (rounded up to 16; see `evict`).
-            HOLES => unsafe {
-                block
-                    .as_ptr()
-                    .add(first.next_multiple_of(16))
-                    .cast::<u32>()
-                    .read_unaligned()
-            },
+            // block, after its `first` bytes (see `evict`).
+            HOLES => unsafe { hole_mask(block.as_ptr(), first) },
             _ => 0,
         };
         Some((kept_len(first, holes), live))
@@ -921,6 +917,21 @@ unsafe fn restore_zeros(from: *const u8, to: usize, len: usize) -> usize {
         }
     }
     elided_len(len, count)
+}
+
+/// The hole mask of a block whose first part takes `first` bytes: in the
+/// head after it (see `Image::evict`).
+///
+/// # Safety
+/// The block holds holes after a first part of `first` bytes.
+unsafe fn hole_mask(block: *const u8, first: usize) -> u32 {
+    // SAFETY: by the caller, the head lies there.
+    unsafe {
+        block
+            .add(first.next_multiple_of(16))
+            .cast::<u32>()
+            .read_unaligned()
+    }
 }
 
 /// The set bits of `mask`, lowest first.
