@@ -552,8 +552,10 @@ fn join_error(payload: Box<dyn Any + Send>) -> JoinError {
 fn finish<T: 'static>(result: Result<T, JoinError>) {
     // Its header is the task's (the closure does not carry one: a compact
     // green thread's entry stays small).
-    let header = hub::current_header().expect("a green thread finishes on its hub");
-    let header = &*header;
+    let header = hub::current_header_ptr().expect("a green thread finishes on its hub");
+    // SAFETY: the task's slab entry holds an Arc of its header until the hub
+    // removes the entry, after this coroutine has returned.
+    let header = unsafe { &*header };
     // SAFETY: the body runs on its hub's thread.
     let packet = &unsafe { header.packet() };
     // The unwind, if any, was caught: later parks (in links, in destructors

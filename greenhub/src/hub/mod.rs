@@ -406,15 +406,6 @@ pub(crate) fn current_header_ptr() -> Option<*const Header> {
     with_hub(|hub| hub.running().map(|h| h as *const Header)).flatten()
 }
 
-/// The header of the current green thread, if the caller is one.
-pub(crate) fn current_header() -> Option<Arc<Header>> {
-    with_hub(|hub| {
-        let key = hub.current.get()?;
-        Some(hub.tasks.borrow()[key as usize].header.clone())
-    })
-    .flatten()
-}
-
 /// Marks the current green thread as unwinding (from the panic hook).
 pub(crate) fn mark_unwinding() {
     with_hub(|hub| {
