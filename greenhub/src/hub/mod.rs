@@ -972,10 +972,20 @@ impl Hub {
     }
 
     /// Runs one green thread until it parks, yields or finishes.
+    ///
+    /// Inlined into the hub's loop: the frame that resumes a green thread
+    /// is the loop's own, so no return crosses the switch on the hub's side
+    /// (each such return would mispredict, the CPU's return predictions
+    /// being the green thread's). What does not run at every switch is out
+    /// of line.
+    #[inline(always)]
     fn resume(&self, key: u32) {
-        let starting = match self.make_resident(key) {
-            Some(starting) => starting,
-            None => return, // waits for a pinned occupant (see `pin`)
+        let starting = match self.compact {
+            None => false,
+            Some(_) => match self.make_resident(key) {
+                Some(starting) => starting,
+                None => return, // waits for a pinned occupant (see `pin`)
+            },
         };
         let mut co = {
             let mut tasks = self.tasks.borrow_mut();
@@ -994,42 +1004,56 @@ impl Hub {
         self.current_header.set(ptr::null());
         self.current_suspender.set(None);
         if finished {
-            let task = self.tasks.borrow_mut().remove(key as usize);
-            task.header.state.store(DONE, Ordering::Release);
-            if task.header.cancel.load(Ordering::Relaxed) & TIMED_OUT != 0 {
-                self.expired.borrow_mut().remove(&key);
-            }
-            // A compact green thread leaves its place on an execution stack
-            // (whose stack is not given back); a dedicated one its stack.
-            let compact = self.compact.as_ref().is_some_and(|compact| {
-                let state = &mut *compact.state.borrow_mut();
-                let image = &mut state.images[key as usize];
-                if !image.is_compact() {
-                    return false;
-                }
-                let mut image = std::mem::replace(image, Image::dedicated());
-                image.release(&mut state.arena);
-                let exec = &mut state.execs[image.exec as usize];
-                exec.occupant = None;
-                exec.bound -= 1;
-                true
-            });
-            if !compact {
-                self.stacks.borrow_mut().put(co.into_stack());
-            }
-            // No waker and no JoinHandle holds the header: keep it for the
-            // next spawn (else the JoinHandle does, when it goes).
-            self.recycle(&task.header);
+            self.finished(key, co);
         } else {
-            if let Some(compact) = &self.compact {
-                let state = &mut *compact.state.borrow_mut();
-                let image = &mut state.images[key as usize];
-                if image.is_compact() {
-                    let stack = &state.execs[image.exec as usize].stack;
-                    image.suspended(stack, crate::coroutine::last_suspend_sp(), compact.depth);
-                }
+            if self.compact.is_some() {
+                self.suspended(key);
             }
             self.tasks.borrow_mut()[key as usize].co = Some(co);
+        }
+    }
+
+    /// After `resume`: the green thread under `key` has returned.
+    #[inline(never)]
+    fn finished(&self, key: u32, co: Coroutine) {
+        let task = self.tasks.borrow_mut().remove(key as usize);
+        task.header.state.store(DONE, Ordering::Release);
+        if task.header.cancel.load(Ordering::Relaxed) & TIMED_OUT != 0 {
+            self.expired.borrow_mut().remove(&key);
+        }
+        // A compact green thread leaves its place on an execution stack
+        // (whose stack is not given back); a dedicated one its stack.
+        let compact = self.compact.as_ref().is_some_and(|compact| {
+            let state = &mut *compact.state.borrow_mut();
+            let image = &mut state.images[key as usize];
+            if !image.is_compact() {
+                return false;
+            }
+            let mut image = std::mem::replace(image, Image::dedicated());
+            image.release(&mut state.arena);
+            let exec = &mut state.execs[image.exec as usize];
+            exec.occupant = None;
+            exec.bound -= 1;
+            true
+        });
+        if !compact {
+            self.stacks.borrow_mut().put(co.into_stack());
+        }
+        // No waker and no JoinHandle holds the header: keep it for the
+        // next spawn (else the JoinHandle does, when it goes).
+        self.recycle(&task.header);
+    }
+
+    /// After `resume`, compact mode: the green thread under `key` has
+    /// suspended; its image learns where.
+    #[inline(never)]
+    fn suspended(&self, key: u32) {
+        let Some(compact) = &self.compact else { return };
+        let state = &mut *compact.state.borrow_mut();
+        let image = &mut state.images[key as usize];
+        if image.is_compact() {
+            let stack = &state.execs[image.exec as usize].stack;
+            image.suspended(stack, crate::coroutine::last_suspend_sp(), compact.depth);
         }
     }
 
