@@ -30,7 +30,8 @@
 //! [`switch`] measures the copying path of compact stacks on its own: two
 //! green threads on ONE execution stack, each with a live frame of a given
 //! size, switching back and forth; beside it, the same on dedicated stacks,
-//! and the least its copying can cost (`copy_floor`).
+//! the least its copying can cost (`copy_floor`), and the least a switch
+//! through a library call can cost on this machine (`switch_floor`).
 //! [`switch_parked`] measures the stack bytes a compact green thread used
 //! when it parked in `sleep` or `Event::wait`, and what it keeps on the heap.
 //!
@@ -46,6 +47,7 @@ use std::time::Instant;
 use std::hint::black_box;
 use std::time::Duration;
 
+use corosensei::{Coroutine, Yielder};
 use greenhub::sync::Event;
 use greenhub::{Builder, HubBuilder, JoinHandle};
 
@@ -347,6 +349,11 @@ pub fn switch(stacks: Stacks, live: usize, round_trips: usize) {
             "copy_floor_ns",
             report::Value::float(floor.as_nanos() as f64 / f64::from(COPY_FLOOR_TRIPS), 1),
         ));
+        let floor = switch_floor();
+        metrics.push((
+            "switch_floor_ns",
+            report::Value::float(floor.as_nanos() as f64 / f64::from(SWITCH_FLOOR_TRIPS), 1),
+        ));
     }
     emit_ok(None, &metrics);
 }
@@ -375,6 +382,50 @@ fn copy_floor(image: usize) -> Duration {
         })
         .min()
         .unwrap_or_default()
+}
+
+/// Round trips [`switch_floor`] times, per try.
+const SWITCH_FLOOR_TRIPS: u32 = 1_000_000;
+
+/// The least a round trip between two green threads can cost on this
+/// machine, copying and scheduling aside: two bare corosensei coroutines
+/// (greenhub's switch, without a hub) resumed in turn by one loop, each
+/// suspending from inside a function it calls, as a green thread does
+/// inside `yield_now`. That call level is most of the cost: after each
+/// switch the CPU's return predictions are the other side's, so the first
+/// return on each side mispredicts. The best of three tries.
+fn switch_floor() -> Duration {
+    #[inline(never)]
+    fn suspend(yielder: &Yielder<(), ()>) {
+        yielder.suspend(());
+    }
+    let turns = 3 * SWITCH_FLOOR_TRIPS;
+    let mut sides: Vec<Coroutine<(), (), ()>> = (0..2)
+        .map(|_| {
+            Coroutine::new(move |yielder: &Yielder<(), ()>, ()| {
+                for _ in 0..turns {
+                    suspend(yielder);
+                }
+            })
+        })
+        .collect();
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            for _ in 0..SWITCH_FLOOR_TRIPS {
+                for side in &mut sides {
+                    black_box(side.resume(()));
+                }
+            }
+            start.elapsed()
+        })
+        .min()
+        .unwrap_or_default();
+    // Each side's last resume returns (its loop is done).
+    for side in &mut sides {
+        black_box(side.resume(()));
+    }
+    best
 }
 
 /// One run of [`switch`] with a `LIVE`-byte frame, inside a hub: the time of

@@ -20,8 +20,9 @@
 //! - **switch**: the copying path of compact stacks: two green threads on ONE
 //!   shared execution stack, each holding a live frame of 64 B, 1 KiB or
 //!   4 KiB, switching with `yield_now`; time per round trip, beside the same
-//!   on dedicated stacks (no copying), and the memcpy floor of the round
-//!   trip's four copies. greenhub's two systems only. With
+//!   on dedicated stacks (no copying), the memcpy floor of the round
+//!   trip's four copies and the switch floor (two bare corosensei
+//!   coroutines switching, no hub). greenhub's two systems only. With
 //!   greenhub-compact, also the stack bytes a green thread uses (its image)
 //!   and keeps on the heap while parked in `sleep` or `Event::wait`.
 //! - **queue** (not in `talk`): queues between tasks (see `queue_bench`).
@@ -108,7 +109,8 @@ usage: greenhub-bench <talk|prog1|prog2|pingpong|spawn|switch|queue|echo> [--jso
              execution stack, each with a live frame of 64 B / 1 KiB / 4 KiB,
              switching with yield_now; time per round trip, beside the same
              on dedicated stacks (greenhub-compact and greenhub only), and
-             the memcpy floor (the round trip's four copies timed alone);
+             the memcpy floor (the round trip's four copies timed alone)
+             and the switch floor (two bare coroutines, no hub);
              and the stack bytes a compact green thread uses and keeps while
              parked in sleep / Event::wait
   queue      (not in talk) ping-pong through two queues, and 1 producer /

@@ -1042,7 +1042,10 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
                  its kind; a runnable one, as here, keeps all of its image).\n\
                  greenhub: dedicated stacks, nothing copied (the baseline); copying: the difference.\n\
                  memcpy floor: the four copies of the image a round trip makes, timed alone (memcpy,\n\
-                 all in cache): the least the copying can cost on this machine.";
+                 all in cache): the least the copying can cost on this machine.\n\
+                 switch floor: two bare corosensei coroutines (no hub) resumed in turn, each\n\
+                 suspending inside a function it calls, as yield_now does: the least two switches\n\
+                 cost here. A compact round trip costs at least the sum of the two floors.";
     let compact = systems.contains(&System::GreenhubCompact);
     let dedicated = systems.contains(&System::Greenhub);
     if !compact && !dedicated {
@@ -1064,6 +1067,7 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
     }
     if compact {
         header.push("memcpy floor".into());
+        header.push("switch floor".into());
     }
     let per_trip = |r: Option<&Record>| r.and_then(|r| r.metric("ns_per_round_trip"));
     let mut rows = Vec::new();
@@ -1094,10 +1098,12 @@ pub fn switch_table(records: &[Record], systems: &[System], sizes: &[u64]) -> St
             });
         }
         if compact {
-            row.push(
-                c.and_then(|r| r.metric("copy_floor_ns"))
-                    .map_or_else(|| "—".into(), |v| ns_label(v.as_f64())),
-            );
+            for metric in ["copy_floor_ns", "switch_floor_ns"] {
+                row.push(
+                    c.and_then(|r| r.metric(metric))
+                        .map_or_else(|| "—".into(), |v| ns_label(v.as_f64())),
+                );
+            }
         }
         rows.push(row);
     }
@@ -1387,21 +1393,22 @@ mod tests {
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(
             cells,
-            ["1,024 B", "180.5 ns", "—", "—", "70.0 ns", "110.5 ns", "—"]
+            ["1,024 B", "180.5 ns", "—", "—", "70.0 ns", "110.5 ns", "—", "—"]
         );
-        // A compact record with its image and memcpy floor fills those cells.
+        // A compact record with its image and floors fills those cells.
         let mut full = rec(System::GreenhubCompact, 1024, 180.5);
         if let Outcome::Measured(metrics) = &mut full.outcome {
             metrics.push(("image_bytes".into(), Value::Int(1296)));
             metrics.push(("kept_bytes".into(), Value::Int(1296)));
             metrics.push(("copy_floor_ns".into(), Value::Float(64.9)));
+            metrics.push(("switch_floor_ns".into(), Value::Float(36.2)));
         }
         let text = switch_table(&[full], &[System::GreenhubCompact], &[1024]);
         let row = text.lines().find(|l| l.starts_with("1,024 B")).unwrap();
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(
             cells,
-            ["1,024 B", "180.5 ns", "1,296 B", "1,296 B", "64.9 ns"]
+            ["1,024 B", "180.5 ns", "1,296 B", "1,296 B", "64.9 ns", "36.2 ns"]
         );
     }
 
