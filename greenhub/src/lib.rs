@@ -205,7 +205,8 @@ impl HubBuilder {
     /// threads on one stack: about 140 ns, plus 50 ns per KiB in use). Green
     /// threads spawned with an explicit [`Builder::stack_size`], and the main
     /// green thread, keep dedicated stacks. See the [`stack`] module for the
-    /// picture.
+    /// picture. Execution stacks hold at most 512 MiB each: a bigger
+    /// `stack_size` makes `run` fail with an error.
     ///
     /// # Safety
     ///

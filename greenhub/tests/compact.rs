@@ -458,6 +458,21 @@ fn pinned_scopes_nest_to_a_clear_limit() {
 }
 
 #[test]
+fn execution_stacks_too_many_or_too_big_are_a_clear_error() {
+    // SAFETY: these hubs never run a green thread.
+    let too_big = unsafe { HubBuilder::new().compact_stacks(1, 1 << 30) };
+    let err = too_big.run(|| ()).unwrap_err();
+    assert!(err.to_string().contains("at most 536870912 bytes"), "{err}");
+    // SAFETY: as above.
+    let too_many = unsafe { HubBuilder::new().compact_stacks(70_000, 64 * 1024) };
+    let err = too_many.run(|| ()).unwrap_err();
+    assert!(
+        err.to_string().contains("at most 65535 execution stacks"),
+        "{err}"
+    );
+}
+
+#[test]
 fn explicit_stack_sizes_get_dedicated_stacks_in_compact_mode() {
     compact(1)
         .run(|| {

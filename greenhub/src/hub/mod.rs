@@ -213,6 +213,22 @@ struct Compact {
 /// The largest room an entry block is given in advance.
 const MAX_ROOM: usize = 2048;
 
+/// Where a green thread about to run is (see `make_resident`).
+#[derive(Clone, Copy)]
+struct Resident {
+    /// Its execution stack (`Image::DEDICATED`: a dedicated stack).
+    exec: u16,
+    /// Whether it starts there (a compact green thread's first run).
+    starting: bool,
+}
+
+impl Resident {
+    const DEDICATED: Resident = Resident {
+        exec: Image::DEDICATED,
+        starting: false,
+    };
+}
+
 /// What a compact hub's switches work on.
 struct CompactState {
     execs: Vec<ExecStack>,
@@ -468,10 +484,23 @@ impl Hub {
                     ),
                 ));
             }
+            Some((_, size)) if size > Image::MAX_EXEC_SIZE => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "greenhub: compact_stacks(.., {size}): execution stacks of at most {} bytes",
+                        Image::MAX_EXEC_SIZE
+                    ),
+                ));
+            }
             Some((count, size)) => {
                 let mut execs = Vec::with_capacity(count.max(1));
                 for _ in 0..count.max(1) {
-                    execs.push(ExecStack::new(stacks.get(size)?));
+                    let mut stack = stacks.get(size)?;
+                    // Its size, for the overflow report; each green thread
+                    // that runs on it writes its id and name.
+                    stack.set_owner(0, None);
+                    execs.push(ExecStack::new(stack));
                 }
                 let probe = stacks.get(size)?;
                 let (depth, probe) = crate::coroutine::suspend_depth(probe);
@@ -615,14 +644,9 @@ impl Hub {
     }
 
     /// Compact mode: puts green thread `key`'s stack bytes on its execution
-    /// stack, evicting the occupant. Whether it starts on it (a compact
-    /// green thread's first run); None if the occupant is pinned: then `key`
-    /// waits on the execution stack's blocked list.
-    #[inline]
-    fn make_resident(&self, key: u32) -> Option<bool> {
-        let Some(compact) = &self.compact else {
-            return Some(false);
-        };
+    /// stack, evicting the occupant. None if the occupant is pinned: then
+    /// `key` waits on the execution stack's blocked list.
+    fn make_resident(&self, compact: &Compact, key: u32) -> Option<Resident> {
         let state = &mut *compact.state.borrow_mut();
         let CompactState {
             execs,
@@ -631,12 +655,18 @@ impl Hub {
         } = state;
         let image = &images[key as usize];
         if !image.is_compact() {
-            return Some(false);
+            return Some(Resident::DEDICATED);
         }
-        let exec = &mut execs[image.exec as usize];
+        let at = image.exec;
+        let exec = &mut execs[at as usize];
         let mut tasks = self.tasks.borrow_mut();
         match exec.occupant {
-            Some(occupant) if occupant == key => return Some(false),
+            Some(occupant) if occupant == key => {
+                return Some(Resident {
+                    exec: at,
+                    starting: false,
+                })
+            }
             Some(occupant) => {
                 let image = &mut images[occupant as usize];
                 if image.pinned > 0 {
@@ -666,10 +696,10 @@ impl Hub {
         } else {
             image.restore(exec, arena);
         }
-        exec.occupant = Some(key);
+        exec.occupied_by(key);
         exec.stack
-            .set_owner(task.header.id, task.header.name.as_deref());
-        Some(starting)
+            .set_occupant(task.header.id, task.header.name.as_deref());
+        Some(Resident { exec: at, starting })
     }
 
     /// Compact mode: how many green threads are evicted, the stack bytes
@@ -980,10 +1010,10 @@ impl Hub {
     /// of line.
     #[inline(always)]
     fn resume(&self, key: u32) {
-        let starting = match self.compact {
-            None => false,
-            Some(_) => match self.make_resident(key) {
-                Some(starting) => starting,
+        let resident = match &self.compact {
+            None => Resident::DEDICATED,
+            Some(compact) => match self.make_resident(compact, key) {
+                Some(resident) => resident,
                 None => return, // waits for a pinned occupant (see `pin`)
             },
         };
@@ -999,15 +1029,19 @@ impl Hub {
                 .expect("a queued green thread has its coroutine")
         };
         self.current.set(Some(key));
-        let finished = if starting { co.start() } else { co.resume() };
+        let finished = if resident.starting {
+            co.start()
+        } else {
+            co.resume()
+        };
         self.current.set(None);
         self.current_header.set(ptr::null());
         self.current_suspender.set(None);
         if finished {
             self.finished(key, co);
         } else {
-            if self.compact.is_some() {
-                self.suspended(key);
+            if resident.exec != Image::DEDICATED {
+                self.suspended(resident.exec);
             }
             self.tasks.borrow_mut()[key as usize].co = Some(co);
         }
@@ -1044,16 +1078,13 @@ impl Hub {
         self.recycle(&task.header);
     }
 
-    /// After `resume`, compact mode: the green thread under `key` has
-    /// suspended; its image learns where.
+    /// After `resume`, compact mode: the occupant of execution stack `exec`
+    /// has suspended.
     #[inline(never)]
-    fn suspended(&self, key: u32) {
-        let Some(compact) = &self.compact else { return };
-        let state = &mut *compact.state.borrow_mut();
-        let image = &mut state.images[key as usize];
-        if image.is_compact() {
-            let stack = &state.execs[image.exec as usize].stack;
-            image.suspended(stack, crate::coroutine::last_suspend_sp(), compact.depth);
+    fn suspended(&self, exec: u16) {
+        if let Some(compact) = &self.compact {
+            let sp = crate::coroutine::last_suspend_sp();
+            compact.state.borrow_mut().execs[exec as usize].suspended(sp, compact.depth);
         }
     }
 

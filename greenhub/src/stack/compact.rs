@@ -69,6 +69,9 @@ pub(crate) struct ExecStack {
     pub(crate) bound: usize,
     /// Green threads waiting for a pinned occupant to let go.
     pub(crate) blocked: Vec<u32>,
+    /// The lowest address the occupant uses, as of its last suspension
+    /// (see `suspended`); 0 while it has not suspended since it came on.
+    from: usize,
     /// Tops of this stack seen at evictions, shared by the images that end
     /// with the same bytes (see `Top`).
     tops: Vec<Top>,
@@ -92,6 +95,7 @@ impl ExecStack {
             occupant: None,
             bound: 0,
             blocked: Vec::new(),
+            from: 0,
             tops: Vec::new(),
             on_top: 0,
             on_top_holes: 0,
@@ -102,6 +106,35 @@ impl ExecStack {
     /// A green thread starts on the stack: its top bytes are new.
     pub(crate) fn starting(&mut self) {
         self.on_top = 0;
+    }
+
+    /// Records where the occupant suspended: `sp` as recorded by
+    /// `Suspender::suspend_recording_sp`, `depth` the bytes the switch uses
+    /// below it. At every suspension: its image learns how many bytes it
+    /// uses only if it is evicted.
+    #[inline]
+    pub(crate) fn suspended(&mut self, sp: usize, depth: usize) {
+        let from = sp.saturating_sub(depth).max(self.stack.lowest_usable());
+        debug_assert!(sp != 0 && from < self.stack.base());
+        self.from = from;
+        // Debug builds poison what lies below the saved range: were the
+        // measured depth ever too small, the green thread would resume on
+        // garbage and crash in the tests, rather than run on with bytes that
+        // another green thread happened to leave there.
+        #[cfg(debug_assertions)]
+        {
+            let low = from.saturating_sub(1024).max(self.stack.lowest_usable());
+            // SAFETY: [low, from) is usable memory of the execution stack
+            // below the suspended occupant's live bytes: nothing uses it
+            // until a green thread runs on this stack again.
+            unsafe { std::ptr::write_bytes(low as *mut u8, 0xCC, from - low) };
+        }
+    }
+
+    /// A green thread comes on the stack (restored, or starting).
+    pub(crate) fn occupied_by(&mut self, key: u32) {
+        self.occupant = Some(key);
+        self.from = 0;
     }
 }
 
@@ -279,6 +312,9 @@ impl Image {
     pub(crate) const DEDICATED: u16 = u16::MAX;
     /// The most execution stacks a hub may have.
     pub(crate) const MAX_EXECS: usize = u16::MAX as usize;
+    /// The largest execution stack (usable bytes): what a green thread uses
+    /// on it fits `live` beside its flags.
+    pub(crate) const MAX_EXEC_SIZE: usize = 512 << 20;
 
     /// The place of a green thread bound to execution stack `exec`
     /// (`exec < MAX_EXECS`), which will run `start`. A closure of at most a
@@ -414,31 +450,6 @@ impl Image {
         }
     }
 
-    /// Records where the green thread suspended: `sp` as recorded by
-    /// `Suspender::suspend_recording_sp`, `depth` the bytes the switch uses
-    /// below it.
-    pub(crate) fn suspended(&mut self, stack: &GreenStack, sp: usize, depth: usize) {
-        let from = sp.saturating_sub(depth).max(stack.lowest_usable());
-        debug_assert!(sp != 0 && from < stack.base());
-        let live = stack.base() - from;
-        self.live = u32::try_from(live)
-            .ok()
-            .filter(|&live| live < ZEROS)
-            .expect("an execution stack under 1 GiB");
-        // Debug builds poison what lies below the saved range: were the
-        // measured depth ever too small, the green thread would resume on
-        // garbage and crash in the tests, rather than run on with bytes that
-        // another green thread happened to leave there.
-        #[cfg(debug_assertions)]
-        {
-            let low = from.saturating_sub(1024).max(stack.lowest_usable());
-            // SAFETY: [low, from) is usable memory of the execution stack
-            // below the suspended occupant's live bytes: nothing uses it
-            // until a green thread runs on this stack again.
-            unsafe { std::ptr::write_bytes(low as *mut u8, 0xCC, from - low) };
-        }
-    }
-
     /// Copies the suspended green thread's live bytes off its execution
     /// stack `exec` into a block of `arena` (the one it has, if it fits: big
     /// enough, and not much bigger), but for the top bytes that one of the
@@ -457,9 +468,12 @@ impl Image {
         share: bool,
     ) -> usize {
         debug_assert!(!self.unstarted() && self.live & (HOLES | ZEROS) == 0);
-        let live = self.live as usize;
         let base = exec.stack.base();
-        debug_assert!(live > 0 && base - live >= exec.stack.lowest_usable());
+        assert!(exec.from != 0, "an evicted green thread has suspended");
+        let live = base - exec.from;
+        // At most MAX_EXEC_SIZE (the hub checks it): the flags fit.
+        self.live = live as u32;
+        debug_assert!(self.live < ZEROS);
         // What it shared last time is the first guess (a green thread
         // evicted again and again shares the same bytes).
         let shared = share

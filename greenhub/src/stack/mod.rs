@@ -118,27 +118,37 @@ impl GreenStack {
         }
     }
 
-    /// Records who runs on this stack, for the overflow report. Called at
-    /// every switch between compact green threads: it writes only the
-    /// fields and the name bytes, not a whole header.
+    /// Records who runs on this stack, for the overflow report.
     pub(crate) fn set_owner(&mut self, id: u64, name: Option<&str>) {
-        let name = name.unwrap_or("").as_bytes();
-        let len = name.len().min(NAME_MAX);
         let size_kib = ((self.base + HEADER_SIZE - self.start - sys::page_size()) / 1024) as u32;
         let header = self.base as *mut Header;
         // SAFETY: [base, base + HEADER_SIZE) lies inside this slot, above the
         // part a coroutine may use, and this GreenStack owns the slot; the
-        // address is 16-byte aligned, enough for Header; the name's first
-        // `len` bytes fit its NAME_MAX (the reader reads only those).
+        // address is 16-byte aligned, enough for Header.
+        unsafe { (&raw mut (*header).size_kib).write(size_kib) };
+        self.set_occupant(id, name);
+    }
+
+    /// [`set_owner`](GreenStack::set_owner) but for the size, which stays:
+    /// at every switch between compact green threads, so it writes only
+    /// the id and the name, whose bytes are only copied if it has one.
+    #[inline]
+    pub(crate) fn set_occupant(&mut self, id: u64, name: Option<&str>) {
+        let name = name.map_or(&[][..], str::as_bytes);
+        let len = name.len().min(NAME_MAX);
+        let header = self.base as *mut Header;
+        // SAFETY: as in `set_owner`; the name's first `len` bytes fit its
+        // NAME_MAX (the reader reads only those).
         unsafe {
             (&raw mut (*header).id).write(id);
-            (&raw mut (*header).size_kib).write(size_kib);
             (&raw mut (*header).name_len).write(len as u32);
-            std::ptr::copy_nonoverlapping(
-                name.as_ptr(),
-                (&raw mut (*header).name).cast::<u8>(),
-                len,
-            );
+            if len > 0 {
+                std::ptr::copy_nonoverlapping(
+                    name.as_ptr(),
+                    (&raw mut (*header).name).cast::<u8>(),
+                    len,
+                );
+            }
         }
     }
 }
