@@ -202,7 +202,7 @@ impl HubBuilder {
     /// share the top bytes of their stacks. A green thread is bound to one
     /// execution stack for life; a switch to it copies when another green
     /// thread's bytes occupy that stack (a round trip between two green
-    /// threads on one stack: about 140 ns, plus 50 ns per KiB in use). Green
+    /// threads on one stack: about 135 ns, plus 45 ns per KiB in use). Green
     /// threads spawned with an explicit [`Builder::stack_size`], and the main
     /// green thread, keep dedicated stacks. See the [`stack`] module for the
     /// picture. Execution stacks hold at most 512 MiB each: a bigger
