@@ -475,20 +475,13 @@ impl Hub {
         let mut stacks = StackPool::new(config.max_warm_stacks);
         let compact = match config.compact {
             None => None,
-            Some((count, _)) if count > Image::MAX_EXECS => {
+            Some((count, size)) if count > Image::MAX_EXECS || size > Image::MAX_EXEC_SIZE => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!(
-                        "greenhub: compact_stacks({count}, ..): at most {} execution stacks",
-                        Image::MAX_EXECS
-                    ),
-                ));
-            }
-            Some((_, size)) if size > Image::MAX_EXEC_SIZE => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "greenhub: compact_stacks(.., {size}): execution stacks of at most {} bytes",
+                        "greenhub: compact_stacks({count}, {size}): at most {} execution \
+                         stacks of at most {} bytes",
+                        Image::MAX_EXECS,
                         Image::MAX_EXEC_SIZE
                     ),
                 ));
