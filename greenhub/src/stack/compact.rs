@@ -166,7 +166,8 @@ const KEEP_MAX: usize = 16 * 1024;
 /// multiple of 16).
 const TOP_MIN: usize = 48;
 /// `Image::live`'s top bit while evicted: its block holds holes (see
-/// `Image::evict`). Execution stacks are far smaller than 1 GiB.
+/// `Image::evict`). Free, since execution stacks are at most
+/// `Image::MAX_EXEC_SIZE` (512 MiB).
 const HOLES: u32 = 1 << 31;
 /// `Image::live`'s next bit while evicted: its block holds the bytes below
 /// the shared ones without their all-zero 16-byte steps (see `elide_zeros`).
@@ -181,9 +182,10 @@ const ZEROS_GAIN: usize = 64;
 /// evicted. The hub keeps one per slab key; a dedicated green thread's says
 /// so (`exec` is `DEDICATED`). 24 bytes.
 pub(crate) struct Image {
-    /// Live bytes at its last suspension: `[base - live, base)` of its
-    /// execution stack, and `HOLES` while evicted with holes. `UNSTARTED` or
-    /// `UNSTARTED_INLINE` while it holds its entry.
+    /// Live bytes at its last eviction: `[base - live, base)` of its
+    /// execution stack (a resident one's are known from `ExecStack::from`),
+    /// with `HOLES` and `ZEROS` while evicted with holes or without its
+    /// zeros. `UNSTARTED` or `UNSTARTED_INLINE` while it holds its entry.
     live: u32,
     /// Index of its execution stack, or `DEDICATED`.
     pub(crate) exec: u16,
@@ -510,9 +512,7 @@ impl Image {
         // All of it shared (a sleeper of a common kind): no block at all.
         let block = match len {
             0 => {
-                if let Some(spare) = self.take_block() {
-                    arena.free(spare);
-                }
+                self.release(arena);
                 None
             }
             len => Some(self.block_for(arena, len)),
